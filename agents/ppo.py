@@ -1,0 +1,131 @@
+"""Proximal Policy Optimization with a clipped surrogate (Schulman et al. 2017).
+
+Details follow "The 37 Implementation Details of PPO" (Huang et al. 2022): per-minibatch advantage
+normalisation, clipped value loss, global gradient-norm clipping, linear learning-rate annealing and an
+optional early stop on the approximate KL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlpg.advantage import explained_variance, gae, normalize
+from rlpg.config import AgentConfig, positive
+from rlpg.errors import ConfigError
+from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
+from rlpg.policies import ActorCritic
+from rlpg.types import Batch, Rollout
+
+
+@dataclass
+class PPOConfig(AgentConfig):
+    """PPO hyperparameters (defaults: CleanRL's ppo.py / the PPO paper's Atari-independent settings)."""
+
+    learning_rate: float = 3e-4
+    """learning rate of the optimizer"""
+    update_epochs: int = 10
+    """passes over the batch per update (K epochs)"""
+    num_minibatches: int = 32
+    """minibatches per epoch; must divide the batch size num_envs * num_steps"""
+    clip_coef: float = 0.2
+    """surrogate clipping coefficient epsilon"""
+    anneal_clip: bool = False
+    """decay clip_coef linearly to 0 over training (rl-zoo's lin_0.2)"""
+    clip_vloss: bool = True
+    """clip the value loss around the old values, as in the PPO paper's implementation"""
+    vf_coef: float = 0.5
+    """value loss coefficient"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    norm_adv: bool = True
+    """normalise advantages within each minibatch"""
+    target_kl: float | None = None
+    """stop the epochs early once the approximate KL exceeds this (none to disable)"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self, "update_epochs", "num_minibatches", "clip_coef", "target_kl")
+        positive(self, "vf_coef", "ent_coef", allow_zero=True)
+
+    def validate_batch(self, num_envs: int, num_steps: int) -> None:
+        batch = num_envs * num_steps
+        if batch % self.num_minibatches:
+            raise ConfigError(f"--num-minibatches {self.num_minibatches} does not divide the batch size "
+                              f"num_envs * num_steps = {batch}; pick a divisor of {batch}")
+
+
+class PPO:
+    """PPO over an ActorCritic; one optimizer for actor and critic (they share the loss)."""
+
+    def __init__(self, policy: ActorCritic, config: PPOConfig) -> None:
+        self.policy, self.config = policy, config
+        self.params = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(config.optimizer, (p for _, p in self.params), config.learning_rate,
+                                        config.momentum)
+
+    def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
+        c = self.config
+        return gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.dones,
+                   c.gamma, c.gae_lambda)
+
+    def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
+        c = self.config
+        frac = 1.0 - progress
+        lr = c.learning_rate * frac if c.anneal_lr else c.learning_rate
+        clip = c.clip_coef * frac if c.anneal_clip else c.clip_coef
+        set_lr(self.optimizer, lr)
+        size = len(batch)
+        mb_size = size // c.num_minibatches
+        meter = GradNormMeter([n for n, _ in self.params])
+        sums: dict[str, Tensor] = {}
+        steps = 0
+        epochs = 0
+        for _ in range(c.update_epochs):
+            epochs += 1
+            perm = torch.randperm(size, device=batch.obs.device)
+            for start in range(0, size, mb_size):
+                mb = batch.index(perm[start:start + mb_size])
+                dist = self.policy.dist(mb.obs)
+                newlogp = dist.log_prob(mb.actions)  # [M]
+                logratio = newlogp - mb.logp
+                ratio = logratio.exp()
+                adv = normalize(mb.advantages) if c.norm_adv else mb.advantages
+
+                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+                new_values = self.policy.value(mb.obs)
+                if c.clip_vloss:
+                    clipped = mb.values + (new_values - mb.values).clamp(-clip, clip)
+                    v_loss = 0.5 * torch.max((new_values - mb.returns) ** 2, (clipped - mb.returns) ** 2).mean()
+                else:
+                    v_loss = 0.5 * ((new_values - mb.returns) ** 2).mean()
+                entropy = dist.entropy().mean()
+                loss = pg_loss - c.ent_coef * entropy + c.vf_coef * v_loss
+
+                meter.add(*step_with_clip(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type,
+                                          c.clip_value))
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - logratio).mean()  # k3 estimator (Schulman, "Approximating KL")
+                    stats = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy, "approx_kl": approx_kl,
+                             "clip_fraction": ((ratio - 1).abs() > clip).float().mean()}
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, 0) + v.detach()
+                steps += 1
+            if c.target_kl is not None and approx_kl > c.target_kl:  # one sync per epoch, only when enabled
+                break
+        metrics = {f"train/{k}": v / steps for k, v in sums.items()}
+        metrics["train/explained_variance"] = explained_variance(batch.values, batch.returns)
+        metrics["train/learning_rate"] = torch.tensor(lr)
+        metrics["train/clip_coef"] = torch.tensor(clip)
+        metrics["train/epochs"] = torch.tensor(float(epochs))
+        metrics.update(meter.metrics())
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

@@ -1,0 +1,73 @@
+"""Environments: `make()` builds a tensor VecEnv from a Gymnasium id, torch-native when rlpg has the task.
+
+    env = make("CartPole-v1", num_envs=64, device="cuda")    # torch-native, stays on the GPU
+    env = make("HalfCheetah-v5", num_envs=8)                  # Gymnasium's SyncVectorEnv behind an adapter
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import torch
+
+from rlpg.envs.gym import GymVecEnv
+from rlpg.envs.wrappers import (
+    NormalizeObservation,
+    NormalizeReward,
+    RecordEpisodeStatistics,
+    find_wrapper,
+    load_normalizer_state,
+    normalizer_state,
+    set_training,
+)
+from rlpg.errors import ConfigError, RLPGError, unknown_name
+
+try:  # the torch-native tasks
+    from rlpg.envs.native import TORCH_ENVS, register_gymnasium
+
+    register_gymnasium()
+except ImportError:  # pragma: no cover - only while the native envs are absent
+    TORCH_ENVS = {}
+
+BACKENDS = ("auto", "torch", "gymnasium")
+
+
+def make(env_id: str, num_envs: int, device: torch.device | str = "cpu", backend: str = "auto",
+         seed: int | None = None, async_envs: bool = False, normalize_obs: bool = False,
+         normalize_reward: bool = False, gamma: float = 0.99, clip_obs: float = 10.0, clip_reward: float = 10.0,
+         env_kwargs: dict[str, Any] | None = None) -> Any:
+    """A VecEnv of `num_envs` copies of `env_id` (see rlpg.types.VecEnv), wrapped with episode statistics
+    and optional running normalisation. backend: "torch" (rlpg's batched tensor envs), "gymnasium", or
+    "auto" (torch when rlpg has the task). `seed` seeds a torch-native env at construction; every backend
+    is (re)seeded by `reset(seed=...)`.
+    """
+    if num_envs <= 0:
+        raise ConfigError(f"--num-envs must be > 0, got {num_envs}")
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    device = torch.device(device)
+    if backend == "torch" and env_id not in TORCH_ENVS:
+        raise unknown_name("torch-native environment (use --backend gymnasium for other tasks)", env_id, TORCH_ENVS)
+    if backend in ("torch", "auto") and env_id in TORCH_ENVS:
+        env: Any = TORCH_ENVS[env_id](num_envs, device=device, seed=seed, **(env_kwargs or {}))
+    else:
+        if env_id not in gymnasium.envs.registry:
+            raise unknown_name("environment id", env_id, gymnasium.envs.registry.keys())
+        try:
+            env = GymVecEnv(env_id, num_envs, device, async_envs, env_kwargs)
+        except gymnasium.error.DependencyNotInstalled as e:
+            raise RLPGError(f"{env_id} needs an extra package ({e}); for MuJoCo tasks: pip install 'rlpg[mujoco]'") from None
+    env = RecordEpisodeStatistics(env)
+    if normalize_reward:
+        env = NormalizeReward(env, gamma=gamma, clip=clip_reward)
+    if normalize_obs:
+        if not isinstance(env.single_observation_space, gymnasium.spaces.Box):
+            raise ConfigError(f"--normalize-obs needs a Box observation space, {env_id} has "
+                              f"{env.single_observation_space}")
+        env = NormalizeObservation(env, clip=clip_obs)
+    return env
+
+
+__all__ = ["make", "TORCH_ENVS", "GymVecEnv", "RecordEpisodeStatistics", "NormalizeObservation", "NormalizeReward",
+           "find_wrapper", "normalizer_state", "load_normalizer_state", "set_training"]

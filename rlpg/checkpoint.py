@@ -1,0 +1,159 @@
+"""Atomic checkpoints and loading a trained policy for use in your own code.
+
+A checkpoint is one `torch.save` file holding only tensors and plain containers, so it loads with
+`torch.load(weights_only=True)` (no arbitrary pickle): policy and agent (optimizer) state, normaliser
+statistics, RNG states, the step counter, the resolved config and a description of the spaces.
+It is written to a temporary file in the same directory, fsynced, then renamed over the target, so a
+crash or Ctrl-C mid-write never leaves a truncated checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor
+
+from rlpg.errors import CheckpointError, UnsupportedSpaceError
+from rlpg.policies import ActorCritic
+
+FORMAT = "rlpg-checkpoint-v1"
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write `payload` to `path` atomically (temp file + fsync + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save({"format": FORMAT, **payload}, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def resolve(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (its best.pt, else last.pt)."""
+    p = Path(path)
+    if p.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (p / name).is_file():
+                return p / name
+        raise CheckpointError(f"no checkpoint in {p} (expected best.pt or last.pt); is it an rlpg run directory?")
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {p} does not exist; pass a run directory or a .pt file")
+    return p
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load and check a checkpoint; a missing, truncated or foreign file raises CheckpointError."""
+    p = resolve(path)
+    try:
+        payload = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError/... for damaged files
+        raise CheckpointError(f"cannot read checkpoint {p}: it is corrupt or not a torch file "
+                              f"({type(e).__name__}); re-save it or use another one") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{p} is not an rlpg checkpoint (no '{FORMAT}' marker)")
+    return payload
+
+
+# ------------------------------------------------------------------------------------------ spaces / RNG
+def space_to_dict(space: gym.Space) -> dict[str, Any]:
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "low": torch.as_tensor(space.low), "high": torch.as_tensor(space.high),
+                "dtype": str(space.dtype)}
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": torch.as_tensor(space.nvec)}
+    raise UnsupportedSpaceError(f"cannot store space {space} in a checkpoint")
+
+
+def space_from_dict(d: dict[str, Any]) -> gym.Space:
+    if d["type"] == "Box":
+        return gym.spaces.Box(d["low"].numpy(), d["high"].numpy(), dtype=np.dtype(d["dtype"]))
+    if d["type"] == "Discrete":
+        return gym.spaces.Discrete(d["n"], start=d["start"])
+    return gym.spaces.MultiDiscrete(d["nvec"].numpy())
+
+
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+                             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
+                             "numpy": torch.as_tensor(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
+    np.random.set_state(("MT19937", state["numpy"].numpy().astype(np.uint32), state["numpy_pos"], 0, 0.0))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ------------------------------------------------------------------------------------------ user-facing
+class TrainedPolicy:
+    """A trained policy for your own code: applies the saved observation normalisation, then the policy.
+
+        policy = rlpg.load_policy("runs/CartPole-v1__ppo__1__...")
+        action = policy.predict(obs)            # numpy or tensor, single obs [D] or batch [B, D]
+    """
+
+    def __init__(self, policy: ActorCritic, obs_rms: dict[str, Tensor] | None, clip_obs: float, info: dict) -> None:
+        self.policy, self.obs_rms, self.clip_obs, self.info = policy, obs_rms, clip_obs, info
+        self.device = next(policy.parameters()).device
+
+    def normalize(self, obs: Tensor) -> Tensor:
+        if self.obs_rms is None:
+            return obs
+        mean, var = self.obs_rms["mean"].to(self.device), self.obs_rms["var"].to(self.device)
+        return ((obs - mean) / torch.sqrt(var + 1e-8)).clamp(-self.clip_obs, self.clip_obs).float()
+
+    @torch.no_grad()
+    def predict(self, obs: Any, deterministic: bool = True) -> Any:
+        """Action(s) for `obs`; numpy in gives numpy out, a tensor gives a tensor."""
+        is_numpy = not isinstance(obs, Tensor)
+        x = torch.as_tensor(np.asarray(obs) if is_numpy else obs, device=self.device)
+        single = x.dim() == len(self.policy.obs_space.shape or ())
+        if single:
+            x = x.unsqueeze(0)
+        if isinstance(self.policy.obs_space, gym.spaces.Box):
+            x = self.normalize(x.float())
+        d = self.policy.dist(x)
+        action = d.mode if deterministic else d.sample()
+        if single:
+            action = action[0]
+        return action.cpu().numpy() if is_numpy else action
+
+    __call__ = predict
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> TrainedPolicy:
+    """The policy saved in a checkpoint or run directory (best.pt, else last.pt), ready to act."""
+    payload = load(path, map_location=device)
+    cfg = payload["config"]["train"]
+    policy = ActorCritic(space_from_dict(payload["spaces"]["observation"]), space_from_dict(payload["spaces"]["action"]),
+                         tuple(cfg["hidden_sizes"]), cfg["activation"], cfg["log_std_init"]).to(device)
+    try:
+        policy.load_state_dict(payload["policy"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint weights do not fit the policy it describes: {str(e).splitlines()[0]}") from None
+    policy.eval()
+    info = {k: payload.get(k) for k in ("algo", "env_id", "global_step", "eval_mean_return")}
+    return TrainedPolicy(policy, payload.get("normalizer", {}).get("obs_rms"), cfg["clip_obs"], info)

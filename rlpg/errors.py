@@ -1,0 +1,43 @@
+"""Errors rlpg raises for bad input. The command line prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class RLPGError(Exception):
+    """Base class: a problem with the user's input, reported without a traceback by the CLI."""
+
+
+class ConfigError(RLPGError, ValueError):
+    """A hyperparameter is non-positive, out of range or inconsistent with another."""
+
+
+class UnknownNameError(RLPGError, KeyError):
+    """An unknown algorithm or environment id."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+class UnsupportedSpaceError(RLPGError, TypeError):
+    """An observation or action space rlpg has no policy head for."""
+
+
+class CheckpointError(RLPGError, OSError):
+    """A checkpoint is missing, unreadable or not an rlpg checkpoint."""
+
+
+class NonFiniteError(RLPGError, FloatingPointError):
+    """A loss or gradient became NaN or infinite; the parameters were left untouched."""
+
+
+def unknown_name(kind: str, name: str, known: Iterable[str]) -> UnknownNameError:
+    """Build an UnknownNameError that suggests the closest known names."""
+    known = sorted(set(known))
+    close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+    if not close:
+        close = [k for k in known if name.lower().split("-")[0] in k.lower()][:3]
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return UnknownNameError(f"unknown {kind} {name!r}{hint}")

@@ -1,0 +1,108 @@
+"""First-order optimisation: the optimizer factory and the one gradient-step helper every agent uses.
+
+`step_with_clip` is the autograd loop written once: zero_grad -> backward -> measure -> clip -> step.
+It measures every parameter's gradient norm before clipping, as one stacked device tensor, so the
+trainer can log `grad_norm/<name>` with a single host transfer per log interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from rlpg.errors import ConfigError, NonFiniteError
+
+NamedParams = Sequence[tuple[str, nn.Parameter]]
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9,
+                   eps: float = 1e-5, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """Adam (eps 1e-5 as in the PPO implementation-details study), SGD with (Nesterov-free) momentum,
+    or RMSprop. Frozen parameters (requires_grad=False) are left out."""
+    params = [p for p in params if p.requires_grad]
+    if not params:
+        raise ConfigError("no trainable parameters left for the optimizer; unfreeze some (--freeze)")
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, eps=eps, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def grad_norms(grads: Sequence[Tensor], norm_type: float = 2.0) -> tuple[Tensor, Tensor]:
+    """Per-tensor norms [P] and their total norm (the norm of the concatenation), on the device."""
+    per = torch.stack([torch.linalg.vector_norm(g.detach(), norm_type) for g in grads])
+    total = per.max() if math.isinf(norm_type) else torch.linalg.vector_norm(per, norm_type)
+    return total, per
+
+
+def step_with_clip(optimizer: torch.optim.Optimizer, loss: Tensor, params: NamedParams,
+                   max_grad_norm: float | None = None, norm_type: float = 2.0, clip_value: float | None = None,
+                   check_finite: bool = True) -> tuple[Tensor, Tensor]:
+    """zero_grad -> backward -> measure norms -> clip by value and/or norm -> step.
+
+    params: the (name, parameter) pairs this optimizer updates; a parameter that got no gradient counts
+    as norm 0. Returns (total norm, per-parameter norms [P]), both before clipping, as device tensors.
+    Clipping by norm scales all gradients by min(1, max_grad_norm / total) with the total taken after
+    any clip by value, as `torch.nn.utils.clip_grad_norm_` does.
+
+    With `check_finite`, a NaN/inf loss or gradient raises NonFiniteError before `optimizer.step()`, so a
+    non-finite gradient never reaches the parameters (one host sync per gradient step, not per env step).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
+    total, per = grad_norms(grads, norm_type)
+    if check_finite and not bool(torch.isfinite(total) & torch.isfinite(loss.detach())):
+        optimizer.zero_grad(set_to_none=True)
+        bad = "loss" if not torch.isfinite(loss.detach()) else "gradient"
+        raise NonFiniteError(f"non-finite {bad} (loss={loss.item():.4g}, grad norm={total.item():.4g}); parameters "
+                             "were not updated: lower the learning rate, set --max-grad-norm, or normalise observations")
+    live = [p.grad for _, p in params if p.grad is not None]
+    if clip_value is not None:
+        torch.nn.utils.clip_grad_value_([p for _, p in params if p.grad is not None], clip_value)
+    if max_grad_norm is not None and live:
+        clipped_total = total if clip_value is None else grad_norms(live, norm_type)[0]
+        coef = (max_grad_norm / (clipped_total + 1e-6)).clamp(max=1.0)
+        torch._foreach_mul_(live, coef)
+    optimizer.step()
+    return total, per
+
+
+def grad_norm_metrics(names: Sequence[str], total: Tensor, per: Tensor, prefix: str = "grad_norm/") -> dict[str, Tensor]:
+    """`grad_norm/total` and `grad_norm/<name>` as views into the stacked tensor (no copies, no syncs)."""
+    out = {f"{prefix}total": total}
+    out.update({f"{prefix}{n}": per[i] for i, n in enumerate(names)})
+    return out
+
+
+class GradNormMeter:
+    """Averages step_with_clip's norms over the gradient steps of one update, on the device."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = list(names)
+        self.total: Tensor | None = None
+        self.per: Tensor | None = None
+        self.count = 0
+
+    def add(self, total: Tensor, per: Tensor) -> None:
+        self.total = total if self.total is None else self.total + total
+        self.per = per if self.per is None else self.per + per
+        self.count += 1
+
+    def metrics(self, prefix: str = "grad_norm/") -> dict[str, Tensor]:
+        if self.count == 0 or self.total is None or self.per is None:
+            return {}
+        return grad_norm_metrics(self.names, self.total / self.count, self.per / self.count, prefix)

@@ -1,0 +1,195 @@
+"""Actor-critic policies whose heads return `torch.distributions`.
+
+The actor and the critic are separate networks (`.actor`, `.critic`) so that trust-region methods can
+take the actor's parameters alone, and so that freezing one does not touch the other.
+
+Supported spaces: observations `Box` (any shape, flattened) and `Discrete` (one-hot); actions
+`Discrete` (Categorical), `Box` of rank 1 (diagonal Gaussian with a state-independent log-std) and
+`MultiDiscrete` (independent Categoricals).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.distributions import Categorical, Distribution, Independent, Normal, constraints, kl
+
+from rlpg.errors import ConfigError, UnsupportedSpaceError
+
+# A log-std that drifts far below zero makes the Gaussian a spike: log-probs of the taken actions blow
+# up, importance ratios explode and the policy cannot explore back (the "log-std collapse" seen in
+# many PPO/TRPO implementations on MuJoCo). Clamping keeps std in [exp(-5), exp(2)] ~ [0.0067, 7.4].
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+
+SUPPORTED = "observations: Box, Discrete; actions: Discrete, Box (1-D), MultiDiscrete"
+
+
+class MultiCategorical(Distribution):
+    """Independent Categoricals over K action dimensions. logits: [B, sum(nvec)] -> actions [B, K]."""
+
+    arg_constraints: dict = {}
+    has_enumerate_support = False
+
+    def __init__(self, logits: Tensor, nvec: Sequence[int], validate_args: bool | None = False) -> None:
+        self.nvec = list(nvec)
+        self.dists = [Categorical(logits=part) for part in torch.split(logits, self.nvec, dim=-1)]
+        super().__init__(logits.shape[:-1], torch.Size([len(self.nvec)]), validate_args=validate_args)
+
+    @property
+    def support(self) -> constraints.Constraint:  # pragma: no cover - only for Distribution's API
+        return constraints.integer_interval(0, max(self.nvec) - 1)
+
+    @property
+    def logits(self) -> Tensor:
+        return torch.cat([d.logits for d in self.dists], dim=-1)
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        return torch.stack([d.sample(sample_shape) for d in self.dists], dim=-1)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return sum(d.log_prob(value[..., i]) for i, d in enumerate(self.dists))  # type: ignore[return-value]
+
+    def entropy(self) -> Tensor:
+        return sum(d.entropy() for d in self.dists)  # type: ignore[return-value]
+
+    @property
+    def mode(self) -> Tensor:
+        return torch.stack([d.logits.argmax(-1) for d in self.dists], dim=-1)
+
+
+@kl.register_kl(MultiCategorical, MultiCategorical)
+def _kl_multicategorical(p: MultiCategorical, q: MultiCategorical) -> Tensor:
+    return sum(kl.kl_divergence(a, b) for a, b in zip(p.dists, q.dists, strict=True))  # type: ignore[return-value]
+
+
+def detached(dist: Distribution) -> Distribution:
+    """A copy of `dist` with its parameters detached: the fixed 'old' policy in KL(old || new)."""
+    if isinstance(dist, Categorical):
+        return Categorical(logits=dist.logits.detach())
+    if isinstance(dist, MultiCategorical):
+        return MultiCategorical(dist.logits.detach(), dist.nvec)
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        base = dist.base_dist
+        return Independent(Normal(base.loc.detach(), base.scale.detach(), validate_args=False), 1)
+    raise TypeError(f"detached() does not know {type(dist).__name__}")
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str, out_gain: float) -> nn.Sequential:
+    """Linear layers with orthogonal init (gain sqrt(2) inside, `out_gain` on the last layer, zero bias),
+    the initialisation of the PPO implementation-details study (Engstrom et al. 2020, Huang et al. 2022)."""
+    layers: list[nn.Module] = []
+    dims = [in_dim, *hidden]
+    for a, b in zip(dims[:-1], dims[1:], strict=True):
+        layers += [_ortho(nn.Linear(a, b), math.sqrt(2)), ACTIVATIONS[activation]()]
+    layers.append(_ortho(nn.Linear(dims[-1], out_dim), out_gain))
+    return nn.Sequential(*layers)
+
+
+def _ortho(layer: nn.Linear, gain: float) -> nn.Linear:
+    nn.init.orthogonal_(layer.weight, gain)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+def obs_dim(space: gym.Space) -> int:
+    if isinstance(space, gym.spaces.Box):
+        return int(np.prod(space.shape))
+    if isinstance(space, gym.spaces.Discrete):
+        return int(space.n)
+    raise UnsupportedSpaceError(f"unsupported observation space {space}; rlpg supports {SUPPORTED}")
+
+
+class Actor(nn.Module):
+    """obs [B, D] -> action distribution with batch shape [B]."""
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden: Sequence[int], activation: str,
+                 log_std_init: float = 0.0) -> None:
+        super().__init__()
+        d = obs_dim(obs_space)
+        self.action_space = action_space
+        if isinstance(action_space, gym.spaces.Discrete):
+            self.net = mlp(d, hidden, int(action_space.n), activation, 0.01)
+        elif isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
+            self.nvec = [int(n) for n in action_space.nvec]
+            self.net = mlp(d, hidden, sum(self.nvec), activation, 0.01)
+        elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
+            a = action_space.shape[0]
+            self.net = mlp(d, hidden, a, activation, 0.01)
+            self.log_std = nn.Parameter(torch.full((a,), float(log_std_init)))
+        else:
+            raise UnsupportedSpaceError(f"unsupported action space {action_space}; rlpg supports {SUPPORTED}")
+
+    def forward(self, obs: Tensor) -> Distribution:
+        out = self.net(obs)
+        if isinstance(self.action_space, gym.spaces.Discrete):
+            return Categorical(logits=out, validate_args=False)
+        if isinstance(self.action_space, gym.spaces.MultiDiscrete):
+            return MultiCategorical(out, self.nvec)
+        log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # see LOG_STD_MIN
+        return Independent(Normal(out, log_std.exp().expand_as(out), validate_args=False), 1)
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs. Observations are flattened (Box) or one-hot encoded (Discrete)."""
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden_sizes: Sequence[int] = (64, 64),
+                 activation: str = "tanh", log_std_init: float = 0.0) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        self.obs_space, self.action_space = obs_space, action_space
+        self.actor = Actor(obs_space, action_space, hidden_sizes, activation, log_std_init)
+        self.critic = mlp(obs_dim(obs_space), hidden_sizes, 1, activation, 1.0)
+
+    def preprocess(self, obs: Tensor) -> Tensor:
+        """[B, *obs_shape] -> [B, D] float."""
+        if isinstance(self.obs_space, gym.spaces.Discrete):
+            return nn.functional.one_hot(obs.long().reshape(-1), int(self.obs_space.n)).float()
+        return obs.reshape(obs.shape[0], -1).float()
+
+    def dist(self, obs: Tensor) -> Distribution:
+        return self.actor(self.preprocess(obs))
+
+    def value(self, obs: Tensor) -> Tensor:
+        """V(obs): [B]."""
+        return self.critic(self.preprocess(obs)).squeeze(-1)
+
+    def act(self, obs: Tensor, deterministic: bool = False) -> tuple[Tensor, Tensor, Tensor]:
+        """Sample (or take the mode of) the policy: action [B, ...], log-prob [B], value [B]."""
+        d = self.dist(obs)
+        action = d.mode if deterministic else d.sample()
+        return action, d.log_prob(action), self.value(obs)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        """The deterministic action, the graph exported to ONNX."""
+        return self.dist(obs).mode
+
+    def actor_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The actor's trainable (name, parameter) pairs, names as in `named_parameters()`."""
+        return [(n, p) for n, p in self.actor.named_parameters(prefix="actor") if p.requires_grad]
+
+    def critic_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.critic.named_parameters(prefix="critic") if p.requires_grad]
+
+
+def freeze(module: nn.Module, prefixes: Sequence[str]) -> list[str]:
+    """Set `requires_grad=False` on every parameter whose name starts with one of `prefixes` (to
+    fine-tune a pretrained policy). Returns the frozen names; an unmatched prefix is an error."""
+    names = [n for n, _ in module.named_parameters()]
+    frozen: list[str] = []
+    for prefix in prefixes:
+        hit = [n for n in names if n == prefix or n.startswith(prefix.rstrip(".") + ".")]
+        if not hit:
+            raise ConfigError(f"--freeze {prefix!r} matches no parameter; names are: {', '.join(names)}")
+        frozen += hit
+    for n, p in module.named_parameters():
+        if n in frozen:
+            p.requires_grad_(False)
+    return sorted(set(frozen))

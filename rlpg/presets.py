@@ -1,0 +1,27 @@
+"""Tuned settings per (algo, env_id[, backend]), applied under the user's flags.
+
+Lookup order (later wins): dataclass defaults < (algo, env_id) < (algo, env_id, backend) < user flags.
+The backend entry exists because torch-native envs are cheap enough to run many more of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[tuple[str, ...], dict[str, Any]] = {
+    # rl-zoo's tuned PPO for CartPole-v1 (lin_0.001 learning rate, lin_0.2 clip, batch 256, 20 epochs)
+    ("ppo", "CartPole-v1"): dict(num_envs=8, num_steps=32, num_minibatches=1, update_epochs=20, gamma=0.98,
+                                 gae_lambda=0.8, ent_coef=0.0, learning_rate=1e-3, anneal_lr=True, anneal_clip=True,
+                                 clip_coef=0.2, clip_vloss=False, total_steps=100_000),
+    ("ppo", "Pendulum-v1"): dict(num_envs=4, num_steps=1024, num_minibatches=64, update_epochs=10, gamma=0.9,
+                                 gae_lambda=0.95, ent_coef=0.0, learning_rate=1e-3, clip_coef=0.2,
+                                 total_steps=500_000),
+}
+
+
+def preset(algo: str, env_id: str, backend: str) -> dict[str, Any]:
+    """The merged preset for a run (empty when nothing is tuned for it)."""
+    out: dict[str, Any] = {}
+    out.update(PRESETS.get((algo, env_id), {}))
+    out.update(PRESETS.get((algo, env_id, backend), {}))
+    return out

@@ -1,0 +1,101 @@
+"""Rollout collection and evaluation: the only code that steps an environment.
+
+Everything runs under `torch.no_grad()` on the policy's device. With torch-native envs nothing crosses
+between host and device inside the loop; with Gymnasium envs the adapter does the one copy per step.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from rlpg.errors import RLPGError
+from rlpg.policies import ActorCritic
+from rlpg.types import Rollout, VecEnv
+
+
+class Collector:
+    """Holds the envs' current observation between rollouts, so episodes continue across them."""
+
+    def __init__(self, env: VecEnv, policy: ActorCritic, num_steps: int) -> None:
+        self.env, self.policy, self.num_steps = env, policy, num_steps
+        self.obs: Tensor | None = None
+
+    def reset(self, seed: int | None = None) -> None:
+        self.obs, _ = self.env.reset(seed=seed)
+
+    @torch.no_grad()
+    def collect(self) -> Rollout:
+        """Step every env `num_steps` times with the sampling policy. Shapes: see rlpg.types.Rollout."""
+        if self.obs is None:
+            self.reset()
+        obs = self.obs
+        assert obs is not None
+        T, N = self.num_steps, self.env.num_envs
+        device = next(self.policy.parameters()).device
+        obs = obs.to(device)
+        b_obs = torch.empty((T, *obs.shape), dtype=obs.dtype, device=device)
+        b_next_obs = torch.empty_like(b_obs)  # s_{t+1} of the same episode: final_obs on done rows
+        b_logp = torch.empty((T, N), device=device)
+        b_values = torch.empty((T, N), device=device)
+        b_rewards = torch.empty((T, N), device=device)
+        b_terminated = torch.empty((T, N), dtype=torch.bool, device=device)
+        b_truncated = torch.empty((T, N), dtype=torch.bool, device=device)
+        b_actions: Tensor | None = None
+        ret_sum = torch.zeros((), device=device)
+        len_sum = torch.zeros((), device=device)
+        count = torch.zeros((), device=device)
+        for t in range(T):
+            action, logp, value = self.policy.act(obs)
+            if b_actions is None:
+                b_actions = torch.empty((T, *action.shape), dtype=action.dtype, device=device)
+            b_obs[t], b_actions[t], b_logp[t], b_values[t] = obs, action, logp, value
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            b_rewards[t], b_terminated[t], b_truncated[t] = reward, terminated, truncated
+            b_next_obs[t] = info.get("final_obs", obs)
+            if "episode_return" in info:
+                done = (terminated | truncated).float()
+                ret_sum += (info["episode_return"] * done).sum()
+                len_sum += (info["episode_length"] * done).sum()
+                count += done.sum()
+        self.obs = obs
+        assert b_actions is not None
+        # V(s_{t+1}) for all steps in one batched pass: the next state of the same episode, so a
+        # truncated episode bootstraps from V(final_obs) and the last step from V(s_T)
+        next_values = self.policy.value(b_next_obs.reshape(T * N, *obs.shape[1:])).reshape(T, N)
+        return Rollout(b_obs, b_actions, b_logp, b_values, next_values, b_rewards, b_terminated, b_truncated,
+                       ret_sum, len_sum, count)
+
+
+@torch.no_grad()
+def evaluate(env: VecEnv, policy: ActorCritic, episodes: int, seed: int | None = None, deterministic: bool = True,
+             max_steps: int = 1_000_000) -> Tensor:
+    """Returns of `episodes` complete episodes [episodes] (on the host), run with the policy's mode.
+
+    Each of the N envs runs a fixed share of the episodes (episodes // N, plus one for the first
+    episodes % N), so short episodes are not over-represented, as SB3's evaluate_policy does. `env`
+    must report episode statistics (rlpg.envs.make adds them).
+    """
+    n = env.num_envs
+    device = next(policy.parameters()).device
+    targets = torch.tensor([episodes // n + (i < episodes % n) for i in range(n)], device=device)
+    per_env = int(targets.max())
+    buf = torch.zeros((n, max(per_env, 1)), device=device)
+    counts = torch.zeros(n, dtype=torch.long, device=device)
+    rows = torch.arange(n, device=device)
+    obs, _ = env.reset(seed=seed)
+    for step in range(max_steps):
+        d = policy.dist(obs.to(device))
+        action = d.mode if deterministic else d.sample()
+        obs, _, terminated, truncated, info = env.step(action)
+        take = (terminated | truncated).to(device) & (counts < targets)
+        col = counts.clamp(max=per_env - 1)
+        buf[rows, col] = torch.where(take, info["episode_return"].to(device).float(), buf[rows, col])
+        counts += take.long()
+        if step % 16 == 15 and bool((counts >= targets).all()):
+            break
+    else:
+        raise RLPGError(f"evaluation did not finish {episodes} episodes in {max_steps} steps per env; "
+                        "does the environment have a time limit?")
+    mask = torch.arange(max(per_env, 1), device=device).unsqueeze(0) < targets.unsqueeze(1)
+    return buf[mask].cpu()

@@ -1,0 +1,259 @@
+"""Second-order machinery shared by NPG and TRPO: flat parameter vectors, conjugate gradient, the
+Fisher-vector product, the natural-gradient step and a backtracking line search.
+
+TRPO = `natural_gradient_direction` + `line_search`, two explicit calls (agents/trpo.py); NPG takes the
+direction's full step (agents/npg.py). P below is the number of actor parameters (the flat length).
+
+The functions work on an explicit list of parameters, `[p for _, p in policy.actor_parameters()]`:
+selecting "actor" parameters by name matching (SB3-contrib skips names containing "value") breaks
+silently on custom policies.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.distributions import Distribution, kl_divergence
+
+from rlpg.config import positive
+from rlpg.errors import ConfigError
+from rlpg.optim import GradNormMeter, NamedParams, step_with_clip
+from rlpg.policies import ActorCritic, detached
+
+Avp = Callable[[Tensor], Tensor]
+
+
+def flat_params(params: Sequence[Tensor]) -> Tensor:
+    """The parameters concatenated into one detached vector [P] (a copy)."""
+    return torch.cat([p.detach().reshape(-1) for p in params])
+
+
+def set_flat_params(params: Sequence[Tensor], flat: Tensor) -> None:
+    """Copy the vector `flat` [P] into `params` in place (the inverse of `flat_params`)."""
+    sizes = [p.numel() for p in params]
+    if flat.numel() != sum(sizes):
+        raise ValueError(f"flat vector has {flat.numel()} elements, the parameters {sum(sizes)}")
+    with torch.no_grad():
+        for p, chunk in zip(params, torch.split(flat, sizes), strict=True):
+            p.copy_(chunk.view_as(p))
+
+
+def split_flat(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    """Views of `flat` [P] shaped like each parameter."""
+    return [c.view_as(p) for c, p in zip(torch.split(flat, [p.numel() for p in params]), params, strict=True)]
+
+
+def flat_grad(output: Tensor, params: Sequence[Tensor], retain_graph: bool = False,
+              create_graph: bool = False) -> Tensor:
+    """d output / d params as one vector [P]; a parameter the output does not depend on gets zeros."""
+    grads = torch.autograd.grad(output, list(params), retain_graph=retain_graph, create_graph=create_graph,
+                                allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def conjugate_gradient(Avp: Avp, b: Tensor, iters: int, residual_tol: float = 1e-10) -> tuple[Tensor, int, Tensor]:
+    """Solve A x = b for a symmetric positive-definite A given only v -> A v (Nocedal & Wright, alg. 5.2).
+
+    b: [P]. Returns (x [P], iterations used = products A p evaluated, ||b - A x||^2): the *squared*
+    norm of the recursive residual, a device scalar. Stops after `iters` products, or once the squared
+    residual is <= `residual_tol` (absolute, as in OpenAI baselines and Spinning Up).
+
+    It also stops, keeping the current x, when p.Ap <= 1e-12 * p.p: A is not positive definite along p
+    (a bug in the product, or a Fisher matrix singular along p without damping) and alpha = r.r / p.Ap
+    would be huge, infinite or of the wrong sign -- the NaN parameters of rll/rllab#24 and
+    boyu-ai/Hands-on-RL#108 (no epsilon in alpha). Syncs with the host once per iteration, for the
+    stopping test; the product itself costs far more.
+    """
+    x = torch.zeros_like(b)
+    r = b.clone()  # r = b - A x with x = 0
+    p = b.clone()
+    rr = r.dot(r)
+    i = 0
+    if not rr > residual_tol:  # b = 0: x = 0 is exact (and p.Ap would divide 0 by 0)
+        return x, 0, rr
+    for i in range(1, iters + 1):  # noqa: B007 - i is returned
+        Ap = Avp(p)
+        pAp = p.dot(Ap)
+        ok = pAp > 1e-12 * p.dot(p)
+        alpha = torch.where(ok, rr / torch.where(ok, pAp, 1.0), 0.0)  # alpha = 0 leaves x and r unchanged
+        x.add_(alpha * p)
+        r.sub_(alpha * Ap)
+        rr_new = r.dot(r)
+        if bool(~ok | (rr_new <= residual_tol)):  # the one sync per iteration
+            return x, i, rr_new
+        p = r + (rr_new / rr) * p
+        rr = rr_new
+    return x, i, rr
+
+
+def fisher_vector_product(policy: nn.Module, obs: Tensor, params: Sequence[Tensor], damping: float,
+                          dist: Distribution | None = None) -> Avp:
+    """v [P] -> (F + damping I) v, with F the Fisher matrix of the policy on `obs` at the current parameters.
+
+    F is the Hessian of mean KL(old || new) at new = old (Schulman et al. 2015, appendix C), so
+    F v = grad((grad KL) . v), by double backprop. The first gradient is built once, with
+    create_graph=True, and reused for every v (the second backward keeps the graph). `policy` is an
+    ActorCritic (its `dist`) or any module mapping obs to a Distribution; pass `dist`, the distribution
+    at the current parameters with its graph, to reuse a forward pass. Works for every distribution
+    with a registered KL (Categorical, diagonal Gaussian, MultiCategorical). Damping keeps F + damping I
+    positive definite where F is singular (directions the batch does not excite).
+    """
+    params = list(params)
+    if dist is None:
+        dist = policy.dist(obs) if hasattr(policy, "dist") else policy(obs)
+    kl = kl_divergence(detached(dist), dist).mean()
+    grad_kl = flat_grad(kl, params, retain_graph=True, create_graph=True)  # [P], differentiable
+
+    def fvp(v: Tensor) -> Tensor:
+        return flat_grad(grad_kl.dot(v), params, retain_graph=True) + damping * v
+
+    return fvp
+
+
+@dataclass
+class NaturalStep:
+    """The natural-gradient step for a KL radius: fullstep = sqrt(2 max_kl / x.Fx) x with x = F^-1 g."""
+
+    fullstep: Tensor
+    """[P]: the step to add to the flat parameters (zeros when skipped)"""
+    expected_improve: Tensor
+    """g . fullstep: the surrogate's first-order predicted improvement (scalar)"""
+    step_coef: Tensor
+    """sqrt(2 max_kl / x.Fx) (scalar; 0 when skipped)"""
+    cg_iterations: int
+    cg_residual: Tensor
+    """||g - F x||^2 after CG (scalar)"""
+    skipped: bool
+    """x.Fx was not positive and finite, or g was zero: no step"""
+
+
+def natural_gradient_direction(fvp: Avp, g: Tensor, max_kl: float, cg_iters: int,
+                               residual_tol: float = 1e-10) -> NaturalStep:
+    """x = CG(F, g) and the step that reaches mean KL ~= max_kl under the quadratic model 0.5 s.F s.
+
+    g: [P] gradient of the surrogate (ascent direction). A non-positive or non-finite x.Fx (an FVP bug or a
+    degenerate batch; rll/rllab#24, tensorforce#26 and the negative denominator in sb3-contrib#38 took
+    sqrt of it and wrote NaN into the policy) skips the step instead.
+    """
+    x, iters, residual = conjugate_gradient(fvp, g, cg_iters, residual_tol)
+    xFx = x.dot(fvp(x))
+    skipped = not bool(torch.isfinite(xFx) & (xFx > 0) & torch.isfinite(x).all())  # one sync
+    if skipped:
+        zero = torch.zeros((), device=g.device)
+        return NaturalStep(torch.zeros_like(g), zero, zero, iters, residual, True)
+    coef = torch.sqrt(2.0 * max_kl / xFx)
+    fullstep = coef * x
+    return NaturalStep(fullstep, g.dot(fullstep), coef, iters, residual, False)
+
+
+@dataclass
+class LineSearchResult:
+    accepted: bool
+    steps: int
+    """candidate steps evaluated"""
+    params: Tensor
+    """[P] the parameters now set: the accepted candidate, or x0 when none was accepted"""
+    kl: Tensor
+    """mean KL(old || new) at `params` (0 when restored)"""
+    improvement: Tensor
+    """surrogate(params) - surrogate(x0) (0 when restored)"""
+
+
+def line_search(f_eval: Callable[[Tensor], tuple[Tensor, Tensor]], x0: Tensor, fullstep: Tensor,
+                expected_improve: Tensor, max_kl: float, max_backtracks: int = 10, backtrack_coef: float = 0.5,
+                accept_ratio: float = 0.0, f0: Tensor | None = None) -> LineSearchResult:
+    """Backtracking line search (TRPO, Schulman et al. 2015, appendix C).
+
+    f_eval(x) sets the parameters to x [P] and returns (surrogate, mean KL(old || new)), both scalars; the
+    surrogate is maximised. Tries x0 + backtrack_coef^k * fullstep for k = 0 .. max_backtracks - 1 and
+    accepts the first candidate that is finite, has KL <= max_kl, improves the surrogate (> 0) and, with
+    accept_ratio > 0, improves it by more than accept_ratio * coef^k * expected_improve (the Armijo-like
+    test of the original modular_rl code). If none is accepted, x0 is restored. `f0` is the surrogate at
+    x0 (computed when not given). One host sync per candidate.
+    """
+    if f0 is None:
+        f0, _ = f_eval(x0)
+    frac = 1.0
+    for k in range(1, max_backtracks + 1):
+        x = x0 + frac * fullstep
+        f, kl = f_eval(x)
+        improve = f - f0
+        ok = torch.isfinite(f) & torch.isfinite(kl) & (kl <= max_kl) & (improve > 0)
+        if accept_ratio > 0:
+            ok = ok & (improve > accept_ratio * frac * expected_improve)
+        if bool(ok):
+            return LineSearchResult(True, k, x, kl.detach(), improve.detach())
+        frac *= backtrack_coef
+    f_eval(x0)  # restore
+    zero = torch.zeros((), device=x0.device)
+    return LineSearchResult(False, max_backtracks, x0, zero, zero)
+
+
+def policy_evaluator(policy: ActorCritic, params: Sequence[Tensor], obs: Tensor, old: Distribution,
+                     objective: Callable[[Distribution], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """The `f_eval` of `line_search`: x [P] -> set the actor to x, return (objective(dist), mean KL(old || dist)).
+
+    obs: [B, ...]; `old` is the detached distribution before the step; `objective` is the agent's
+    surrogate of the new distribution (the loss stays in the agent). Runs under no_grad.
+    """
+
+    @torch.no_grad()
+    def f_eval(x: Tensor) -> tuple[Tensor, Tensor]:
+        set_flat_params(params, x)
+        dist = policy.dist(obs)
+        return objective(dist), kl_divergence(old, dist).mean()
+
+    return f_eval
+
+
+def fit_critic(policy: ActorCritic, optimizer: torch.optim.Optimizer, params: NamedParams, obs: Tensor,
+               returns: Tensor, epochs: int, minibatches: int, max_grad_norm: float | None, norm_type: float,
+               clip_value: float | None) -> tuple[Tensor, GradNormMeter]:
+    """Regress V(obs) on `returns` with the critic's own optimizer: `epochs` passes of `minibatches`
+    shuffled minibatches, each a 0.5 * MSE step through step_with_clip (so clipping and the gradient-norm
+    measurement apply). obs: [B, ...]; returns: [B]. Returns (mean value loss, the critic's norm meter)."""
+    meter = GradNormMeter([n for n, _ in params])
+    x = policy.preprocess(obs)  # [B, D], once rather than per minibatch
+    size = x.shape[0]
+    mb = size // minibatches
+    loss_sum = torch.zeros((), device=x.device)
+    for _ in range(epochs):
+        perm = torch.randperm(size, device=x.device)
+        for k in range(minibatches):
+            idx = perm[k * mb:(k + 1) * mb]
+            loss = 0.5 * (policy.critic(x[idx]).squeeze(-1) - returns[idx]).pow(2).mean()
+            meter.add(*step_with_clip(optimizer, loss, params, max_grad_norm, norm_type, clip_value))
+            loss_sum += loss.detach()
+    return loss_sum / (epochs * minibatches), meter
+
+
+def combined_grad_norms(actor_names: Sequence[str], actor_per: Tensor, critic: GradNormMeter,
+                        norm_type: float) -> tuple[list[str], Tensor, Tensor]:
+    """Per-parameter norms of the actor's policy gradient [Pa] and the critic's (mean over its steps) [Pc]
+    as one (names, total, per) triple for `grad_norm_metrics`; the total is the p-norm of all of them."""
+    names = list(actor_names) + critic.names
+    parts = [actor_per] + ([critic.per / critic.count] if critic.per is not None else [])
+    per = torch.cat(parts)
+    total = per.max() if math.isinf(norm_type) else torch.linalg.vector_norm(per, norm_type)
+    return names, total, per
+
+
+def check_trust_region(c: Any) -> None:
+    """The config checks NPGConfig and TRPOConfig share (fields named as in agents/npg.py)."""
+    positive(c, "max_kl", "cg_iters", "vf_epochs", "vf_minibatches", "cg_residual_tol")
+    positive(c, "cg_damping", allow_zero=True)
+    if getattr(c, "kl_guard", 1.0) < 1:
+        raise ConfigError(f"--kl-guard must be >= 1 (a multiple of --max-kl), got {c.kl_guard}")
+
+
+def check_vf_minibatches(vf_minibatches: int, num_envs: int, num_steps: int) -> None:
+    batch = num_envs * num_steps
+    if batch % vf_minibatches:
+        raise ConfigError(f"--vf-minibatches {vf_minibatches} does not divide the batch size "
+                          f"num_envs * num_steps = {batch}; pick a divisor of {batch}")
