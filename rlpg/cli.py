@@ -39,7 +39,7 @@ def _train(argv: Sequence[str]) -> int:
     algo = args.pop("algo") or "ppo"
     cfg, agent_cfg = resolve_configs(algo, args.pop("env_id"), args)
     trainer = Trainer(cfg, agent_cfg)
-    print(f"rlpg: training {cfg.algo} on {cfg.env_id} ({type(trainer.env).__name__} backend chain, "
+    print(f"rlpg: training {cfg.algo} on {cfg.env_id} ({trainer.backend} backend, "
           f"{cfg.num_envs} envs, device {trainer.device}) -> {trainer.run_dir}", file=sys.stderr)
     result = trainer.run()
     if result.interrupted:

@@ -14,7 +14,7 @@ import inspect
 import textwrap
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from rlpg.errors import ConfigError
@@ -97,6 +97,8 @@ class TrainConfig:
     """seeds torch, numpy, python and every environment"""
     device: str = "auto"
     """torch device: auto (cuda when present), cpu, cuda, cuda:1, ..."""
+    torch_threads: int = 0
+    """CPU threads for torch ops (0: torch's default; 1 is often fastest for small MLPs on few cores)"""
     async_envs: bool = False
     """gymnasium backend: step environments in subprocesses (AsyncVectorEnv)"""
     normalize_obs: bool = False
@@ -139,7 +141,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         positive(self, "num_envs", "num_steps", "total_steps", "eval_episodes", "num_eval_envs", "log_interval",
                  "clip_obs", "clip_reward")
-        positive(self, "eval_interval", "histogram_interval", "checkpoint_interval", allow_zero=True)
+        positive(self, "eval_interval", "histogram_interval", "checkpoint_interval", "torch_threads", allow_zero=True)
         one_of(self, "backend", ("auto", "torch", "gymnasium"))
         if any(h <= 0 for h in self.hidden_sizes):
             raise ConfigError(f"--hidden-sizes must be positive integers, got {self.hidden_sizes}")

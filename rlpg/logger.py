@@ -34,7 +34,7 @@ class Logger:
 
     def __init__(self, logdir: str | Path) -> None:
         self.logdir = Path(logdir)
-        self.writer = SummaryWriter(str(self.logdir))
+        self.writer = SummaryWriter(str(self.logdir), flush_secs=10)
 
     def scalars(self, metrics: Mapping[str, Tensor | float | int], step: int) -> dict[str, float]:
         """Write every metric at `step` (non-finite values are skipped); returns them as floats."""

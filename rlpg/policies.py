@@ -31,6 +31,16 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "el
 SUPPORTED = "observations: Box, Discrete; actions: Discrete, Box (1-D), MultiDiscrete"
 
 
+class GumbelCategorical(Categorical):
+    """Categorical whose `sample()` uses the Gumbel-max trick, argmax(logits - log E) with E ~ Exp(1):
+    exact, and on small CPU batches far cheaper than `torch.multinomial`, which Categorical.sample calls."""
+
+    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+        logits = self.logits.expand(torch.Size(sample_shape) + self.logits.shape)
+        with torch.no_grad():
+            return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
+
+
 class MultiCategorical(Distribution):
     """Independent Categoricals over K action dimensions. logits: [B, sum(nvec)] -> actions [B, K]."""
 
@@ -39,7 +49,7 @@ class MultiCategorical(Distribution):
 
     def __init__(self, logits: Tensor, nvec: Sequence[int], validate_args: bool | None = False) -> None:
         self.nvec = list(nvec)
-        self.dists = [Categorical(logits=part) for part in torch.split(logits, self.nvec, dim=-1)]
+        self.dists = [GumbelCategorical(logits=part, validate_args=False) for part in torch.split(logits, self.nvec, dim=-1)]
         super().__init__(logits.shape[:-1], torch.Size([len(self.nvec)]), validate_args=validate_args)
 
     @property
@@ -72,7 +82,7 @@ def _kl_multicategorical(p: MultiCategorical, q: MultiCategorical) -> Tensor:
 def detached(dist: Distribution) -> Distribution:
     """A copy of `dist` with its parameters detached: the fixed 'old' policy in KL(old || new)."""
     if isinstance(dist, Categorical):
-        return Categorical(logits=dist.logits.detach())
+        return GumbelCategorical(logits=dist.logits.detach(), validate_args=False)
     if isinstance(dist, MultiCategorical):
         return MultiCategorical(dist.logits.detach(), dist.nvec)
     if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
@@ -129,7 +139,7 @@ class Actor(nn.Module):
     def forward(self, obs: Tensor) -> Distribution:
         out = self.net(obs)
         if isinstance(self.action_space, gym.spaces.Discrete):
-            return Categorical(logits=out, validate_args=False)
+            return GumbelCategorical(logits=out, validate_args=False)
         if isinstance(self.action_space, gym.spaces.MultiDiscrete):
             return MultiCategorical(out, self.nvec)
         log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # see LOG_STD_MIN

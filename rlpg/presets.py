@@ -13,6 +13,9 @@ PRESETS: dict[tuple[str, ...], dict[str, Any]] = {
     ("ppo", "CartPole-v1"): dict(num_envs=8, num_steps=32, num_minibatches=1, update_epochs=20, gamma=0.98,
                                  gae_lambda=0.8, ent_coef=0.0, learning_rate=1e-3, anneal_lr=True, anneal_clip=True,
                                  clip_coef=0.2, clip_vloss=False, total_steps=100_000),
+    # torch-native CartPole: 4x the envs and half the epochs of rl-zoo's settings; 3/3 seeds reach 500 in 100k
+    # steps and the run takes seconds, since stepping 32 tensor envs costs no more than stepping one
+    ("ppo", "CartPole-v1", "torch"): dict(num_envs=32, num_steps=32, num_minibatches=4, update_epochs=10),
     ("ppo", "Pendulum-v1"): dict(num_envs=4, num_steps=1024, num_minibatches=64, update_epochs=10, gamma=0.9,
                                  gae_lambda=0.95, ent_coef=0.0, learning_rate=1e-3, clip_coef=0.2,
                                  total_steps=500_000),

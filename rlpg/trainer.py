@@ -110,12 +110,15 @@ class Trainer:
         self.cfg, self.agent_cfg = cfg, agent_cfg
         agent_cls, _ = ALGOS[cfg.algo]
         self.device = resolve_device(cfg.device)
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
         gamma = getattr(agent_cfg, "gamma", 0.99)
         common = dict(device=self.device, backend=cfg.backend, async_envs=cfg.async_envs, normalize_obs=cfg.normalize_obs,
                       clip_obs=cfg.clip_obs)
         self.env = make(cfg.env_id, cfg.num_envs, seed=cfg.seed, normalize_reward=cfg.normalize_reward, gamma=gamma,
                         clip_reward=cfg.clip_reward, **common)
+        self.backend = "torch" if cfg.backend != "gymnasium" and cfg.env_id in TORCH_ENVS else "gymnasium"
         self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
         set_training(self.eval_env, False)
         self.policy = ActorCritic(self.env.single_observation_space, self.env.single_action_space, cfg.hidden_sizes,

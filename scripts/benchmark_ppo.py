@@ -1,0 +1,98 @@
+"""PPO on CartPole-v1: rlpg next to Stable-Baselines3 with the same hyperparameters, in one run.
+
+The hyperparameters are rl-zoo's tuned CartPole-v1 PPO (8 envs x 32 steps, batch 256, 20 epochs, gamma 0.98,
+GAE lambda 0.8, linearly annealed lr 1e-3 and clip 0.2, 100k steps), which rlpg's preset reproduces. Each
+library trains the same number of steps per seed; steps/s is total env steps / training wall time, and
+the return is a deterministic evaluation over 20 episodes. rlpg runs with both of its backends: Gymnasium's
+SyncVectorEnv (the same envs SB3 steps) and its torch-native CartPole. Prints a table and the ratios.
+
+    python scripts/benchmark_ppo.py --seeds 1 2 3            # needs: pip install stable-baselines3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+import rlpg
+
+ZOO = dict(n_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0, lr=1e-3,
+           clip=0.2, total=100_000)
+
+
+def run_rlpg(seed: int, backend: str, total: int, device: str) -> tuple[float, float]:
+    t = time.perf_counter()
+    result = rlpg.train("ppo", "CartPole-v1", backend=backend, seed=seed, total_steps=total, num_envs=ZOO["n_envs"],
+                        num_steps=ZOO["n_steps"], num_minibatches=ZOO["n_envs"] * ZOO["n_steps"] // ZOO["batch_size"],
+                        update_epochs=ZOO["n_epochs"], gamma=ZOO["gamma"], gae_lambda=ZOO["gae_lambda"],
+                        learning_rate=ZOO["lr"], anneal_lr=True, clip_coef=ZOO["clip"], anneal_clip=True,
+                        clip_vloss=False, ent_coef=ZOO["ent_coef"], eval_interval=0, eval_episodes=20,
+                        progress=False, logdir="/tmp/rlpg-bench", device=device)
+    wall = time.perf_counter() - t
+    return result.global_step / wall, result.eval_mean_return
+
+
+def run_sb3(seed: int, total: int, device: str) -> tuple[float, float]:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.evaluation import evaluate_policy
+
+    def linear(start: float):
+        return lambda progress_remaining: progress_remaining * start
+
+    t = time.perf_counter()
+    env = make_vec_env("CartPole-v1", n_envs=ZOO["n_envs"], seed=seed)
+    model = PPO("MlpPolicy", env, n_steps=ZOO["n_steps"], batch_size=ZOO["batch_size"], gae_lambda=ZOO["gae_lambda"],
+                gamma=ZOO["gamma"], n_epochs=ZOO["n_epochs"], ent_coef=ZOO["ent_coef"], learning_rate=linear(ZOO["lr"]),
+                clip_range=linear(ZOO["clip"]), seed=seed, device=device, verbose=0)
+    model.learn(total_timesteps=total)
+    wall = time.perf_counter() - t
+    eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
+    mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=20, deterministic=True)
+    return model.num_timesteps / wall, float(mean)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--total-steps", type=int, default=ZOO["total"])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every library (default 1)")
+    p.add_argument("--skip-sb3", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    rows: dict[str, list[tuple[float, float]]] = {"rlpg (gymnasium backend)": [], "rlpg (torch backend)": []}
+    try:
+        import stable_baselines3  # noqa: F401
+
+        has_sb3 = not args.skip_sb3
+    except ImportError:
+        has_sb3 = False
+        print("stable-baselines3 is not installed: pip install stable-baselines3 to compare")
+    if has_sb3:
+        rows["stable-baselines3"] = []
+    for seed in args.seeds:  # interleave the libraries so machine noise hits them alike
+        rows["rlpg (gymnasium backend)"].append(run_rlpg(seed, "gymnasium", args.total_steps, args.device))
+        rows["rlpg (torch backend)"].append(run_rlpg(seed, "torch", args.total_steps, args.device))
+        if has_sb3:
+            rows["stable-baselines3"].append(run_sb3(seed, args.total_steps, args.device))
+        print(f"seed {seed}: " + ", ".join(f"{k}: {v[-1][0]:,.0f} steps/s, return {v[-1][1]:.1f}" for k, v in rows.items()),
+              flush=True)
+    print(f"\nPPO CartPole-v1, {args.total_steps:,} steps, seeds {args.seeds}, device {args.device}, "
+          f"{args.threads} torch thread(s)")
+    print(f"{'library':<28}{'steps/s (mean)':>16}{'eval return (mean, per seed)':>40}")
+    for name, vals in rows.items():
+        sps = statistics.mean(v[0] for v in vals)
+        rets = [v[1] for v in vals]
+        print(f"{name:<28}{sps:>16,.0f}{statistics.mean(rets):>12.1f}  {[round(r, 1) for r in rets]}")
+    if has_sb3:
+        base = statistics.mean(v[0] for v in rows["stable-baselines3"])
+        for name in ("rlpg (gymnasium backend)", "rlpg (torch backend)"):
+            print(f"speed-up {name} / stable-baselines3: {statistics.mean(v[0] for v in rows[name]) / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlpg import checkpoint
+from rlpg.errors import CheckpointError
+
+
+def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"policy": {"w": torch.ones(3)}})
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+    def broken_save(obj, f):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.save(path, {"policy": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+    assert torch.equal(checkpoint.load(path)["policy"]["w"], torch.ones(3))
+
+
+def test_missing_corrupt_and_foreign_files(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        checkpoint.load(tmp_path / "nope.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint in"):
+        checkpoint.load(tmp_path)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(bad)
+    truncated = tmp_path / "trunc.pt"
+    checkpoint.save(truncated, {"policy": {"w": torch.randn(1000)}})
+    data = truncated.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CheckpointError, match="not an rlpg checkpoint"):
+        checkpoint.load(foreign)
+
+
+def test_run_dir_prefers_best(tmp_path):
+    checkpoint.save(tmp_path / "last.pt", {"tag": "last"})
+    assert checkpoint.resolve(tmp_path).name == "last.pt"
+    checkpoint.save(tmp_path / "best.pt", {"tag": "best"})
+    assert checkpoint.load(tmp_path)["tag"] == "best"
+
+
+@pytest.mark.parametrize("space", [gym.spaces.Box(-1, 2, (3,), np.float32), gym.spaces.Discrete(4, start=1),
+                                   gym.spaces.MultiDiscrete([2, 3])])
+def test_spaces_round_trip_through_weights_only_load(tmp_path, space):
+    checkpoint.save(tmp_path / "s.pt", {"space": checkpoint.space_to_dict(space)})
+    back = checkpoint.space_from_dict(checkpoint.load(tmp_path / "s.pt")["space"])
+    assert back == space
+
+
+def test_rng_state_round_trip(tmp_path):
+    import random
+
+    torch.manual_seed(1)
+    np.random.seed(1)
+    random.seed(1)
+    checkpoint.save(tmp_path / "r.pt", {"rng": checkpoint.rng_state()})
+    a = (torch.rand(3), np.random.rand(3), random.random())
+    checkpoint.set_rng_state(checkpoint.load(tmp_path / "r.pt")["rng"])
+    b = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+    assert os.listdir(tmp_path) == ["r.pt"]

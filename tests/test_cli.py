@@ -1,0 +1,127 @@
+"""The command line: bad input gives one clear line and exit code 2; eval, export; Ctrl-C saves."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlpg import checkpoint
+from rlpg.cli import main
+
+FAST = ["--total-steps", "512", "--num-envs", "4", "--num-steps", "64", "--eval-episodes", "2",
+        "--num-eval-envs", "2", "--progress", "false"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys, *argv, match):
+    code, _, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.startswith("rlpg: error:")]
+    assert code == 2, err
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err  # one line, and the last thing printed
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_unknown_algorithm_suggests(capsys):
+    one_line_error(capsys, "train", "--algo", "ppo2", match="did you mean 'ppo'")
+
+
+def test_unknown_env_suggests_closest_ids(capsys, tmp_path):
+    line = one_line_error(capsys, "train", "--env", "CartPol-v1", "--logdir", str(tmp_path), match="unknown environment")
+    assert "CartPole-v1" in line
+
+
+def test_unsupported_space_names_supported_ones(capsys, tmp_path):
+    one_line_error(capsys, "train", "--env", "RlpgTestDictObs-v0", "--logdir", str(tmp_path),
+                   match="rlpg supports observations: Box, Discrete")
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--num-minibatches", "7"], "does not divide the batch size"),
+    (["--learning-rate", "-1"], "--learning-rate must be > 0"),
+    (["--num-envs", "0"], "--num-envs must be > 0"),
+    (["--gamma", "1.5"], "--gamma must lie in [0.0, 1.0]"),
+    (["--optimizer", "adagrad"], "--optimizer must be one of"),
+    (["--backend", "torch", "--env", "LunarLander-v3"], "torch-native environment"),
+    (["--freeze", "actor.bogus"], "matches no parameter"),
+])
+def test_bad_hyperparameters(capsys, tmp_path, flags, match):
+    one_line_error(capsys, "train", "--logdir", str(tmp_path), *FAST, *flags, match=match)
+
+
+def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
+    one_line_error(capsys, "eval", str(tmp_path / "missing.pt"), match="does not exist")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    one_line_error(capsys, "eval", str(bad), match="corrupt")
+    one_line_error(capsys, "train", "--init-from", str(bad), "--logdir", str(tmp_path), *FAST, match="corrupt")
+
+
+def test_non_finite_loss_is_reported_and_parameters_stay_finite(capsys, tmp_path):
+    one_line_error(capsys, "train", "--env", "RlpgTestNaNReward-v0", "--logdir", str(tmp_path), "--run-name", "nan",
+                   *FAST, match="non-finite")
+    saved = checkpoint.load(tmp_path / "nan" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in saved["policy"].values())
+
+
+def test_train_eval_json_and_export(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "train", "--env", "CartPole-v1", "--logdir", str(tmp_path), "--run-name", "ok",
+                           *FAST)
+    assert code == 0 and "deterministic eval return" in out
+    run = tmp_path / "ok"
+    assert (run / "last.pt").is_file() and (run / "best.pt").is_file() and (run / "config.json").is_file()
+    code, out, _ = run_cli(capsys, "eval", str(run), "--episodes", "3", "--json")
+    result = json.loads(out)
+    assert code == 0 and set(result) >= {"mean_return", "std_return", "episodes"} and result["episodes"] == 3
+    assert 8 <= result["mean_return"] <= 500
+
+
+def test_export_onnx_matches_torch(capsys, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    code, _, _ = run_cli(capsys, "train", "--env", "Pendulum-v1", "--normalize-obs", "true", "--logdir",
+                         str(tmp_path), "--run-name", "x", *FAST)
+    assert code == 0
+    code, out, _ = run_cli(capsys, "export", str(tmp_path / "x"), "-o", str(tmp_path / "pi.onnx"))
+    assert code == 0 and (tmp_path / "pi.onnx").is_file()
+    import rlpg
+
+    policy = rlpg.load_policy(tmp_path / "x")
+    obs = torch.randn(6, 3).numpy() * 3
+    onnx_action = ort.InferenceSession(str(tmp_path / "pi.onnx")).run(None, {"obs": obs})[0]
+    torch.testing.assert_close(torch.as_tensor(onnx_action), torch.as_tensor(policy.predict(obs)), rtol=1e-4, atol=1e-5)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "rlpg.cli", "train", "--env", "CartPole-v1", "--backend", "torch",
+                             "--total-steps", "100000000", "--logdir", str(tmp_path), "--run-name", "int",
+                             "--progress", "false", "--eval-interval", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    events = Path(tmp_path / "int")
+    deadline = time.time() + 120
+
+    def logged_bytes():
+        return sum(p.stat().st_size for p in events.glob("events.out.tfevents*"))
+
+    while time.time() < deadline and logged_bytes() < 20_000:  # a few updates' scalars have been flushed
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "checkpoint saved" in err
+    saved = checkpoint.load(events / "last.pt")
+    assert saved["global_step"] > 0
+    assert not [p for p in events.iterdir() if p.name.endswith(".tmp")]

@@ -1,0 +1,91 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from torch.distributions import kl_divergence
+
+from rlpg.errors import ConfigError, UnsupportedSpaceError
+from rlpg.policies import LOG_STD_MIN, ActorCritic, MultiCategorical, detached, freeze
+
+BOX = gym.spaces.Box(-1, 1, (3,), np.float32)
+
+
+@pytest.mark.parametrize("space, action_shape, dtype", [
+    (gym.spaces.Discrete(4), (), torch.int64),
+    (gym.spaces.Box(-2, 2, (2,), np.float32), (2,), torch.float32),
+    (gym.spaces.MultiDiscrete([3, 2, 5]), (3,), torch.int64),
+])
+def test_heads_shapes_and_log_probs(space, action_shape, dtype):
+    torch.manual_seed(0)
+    pi = ActorCritic(BOX, space, (16,))
+    obs = torch.randn(7, 3)
+    action, logp, value = pi.act(obs)
+    assert action.shape == (7, *action_shape) and action.dtype == dtype
+    assert logp.shape == (7,) and value.shape == (7,)
+    d = pi.dist(obs)
+    torch.testing.assert_close(d.log_prob(action), logp)
+    assert d.entropy().shape == (7,)
+    mode = pi(obs)
+    assert mode.shape == action.shape
+    assert kl_divergence(detached(d), d).abs().max() < 1e-6
+
+
+def test_multicategorical_is_a_product_of_categoricals():
+    logits = torch.randn(5, 3 + 2)
+    d = MultiCategorical(logits, [3, 2])
+    a = d.sample()
+    c1 = torch.distributions.Categorical(logits=logits[:, :3])
+    c2 = torch.distributions.Categorical(logits=logits[:, 3:])
+    torch.testing.assert_close(d.log_prob(a), c1.log_prob(a[:, 0]) + c2.log_prob(a[:, 1]))
+    torch.testing.assert_close(d.entropy(), c1.entropy() + c2.entropy())
+
+
+def test_log_std_is_kept_from_collapsing():
+    pi = ActorCritic(BOX, gym.spaces.Box(-1, 1, (2,), np.float32))
+    with torch.no_grad():
+        pi.actor.log_std.fill_(-50.0)
+    std = pi.dist(torch.zeros(1, 3)).base_dist.scale
+    assert torch.allclose(std, torch.tensor(np.exp(LOG_STD_MIN), dtype=torch.float32))
+
+
+def test_discrete_observations_are_one_hot():
+    pi = ActorCritic(gym.spaces.Discrete(5), gym.spaces.Discrete(2), (8,))
+    assert pi.preprocess(torch.tensor([0, 4])).tolist() == [[1, 0, 0, 0, 0], [0, 0, 0, 0, 1]]
+
+
+def test_unsupported_spaces_name_what_is_supported():
+    with pytest.raises(UnsupportedSpaceError, match="actions: Discrete, Box"):
+        ActorCritic(BOX, gym.spaces.Tuple([gym.spaces.Discrete(2)]))
+    with pytest.raises(UnsupportedSpaceError, match="observation space"):
+        ActorCritic(gym.spaces.Dict({"a": BOX}), gym.spaces.Discrete(2))
+
+
+def test_actor_and_critic_parameter_lists_are_explicit_and_disjoint():
+    pi = ActorCritic(BOX, gym.spaces.Box(-1, 1, (2,), np.float32), (8,))
+    actor = dict(pi.actor_parameters())
+    critic = dict(pi.critic_parameters())
+    assert "actor.log_std" in actor and not set(actor) & set(critic)
+    assert set(actor) | set(critic) == {n for n, _ in pi.named_parameters()}
+
+
+def test_freeze_for_fine_tuning():
+    pi = ActorCritic(BOX, gym.spaces.Discrete(2), (8, 8))
+    names = freeze(pi, ["actor.net.0", "critic"])
+    assert names == sorted(["actor.net.0.weight", "actor.net.0.bias", "critic.0.weight", "critic.0.bias",
+                            "critic.2.weight", "critic.2.bias", "critic.4.weight", "critic.4.bias"])
+    assert not pi.actor.net[0].weight.requires_grad and pi.actor.net[2].weight.requires_grad
+    assert [n for n, _ in pi.actor_parameters()] == ["actor.net.2.weight", "actor.net.2.bias",
+                                                      "actor.net.4.weight", "actor.net.4.bias"]
+    with pytest.raises(ConfigError, match="matches no parameter"):
+        freeze(pi, ["actor.nope"])
+
+
+def test_gumbel_categorical_samples_the_right_distribution():
+    from rlpg.policies import GumbelCategorical
+
+    torch.manual_seed(0)
+    probs = torch.tensor([0.1, 0.6, 0.3])
+    d = GumbelCategorical(logits=probs.log())
+    samples = d.sample((20000,))
+    freq = torch.bincount(samples, minlength=3).float() / 20000
+    assert torch.allclose(freq, probs, atol=0.015)

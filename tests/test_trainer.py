@@ -1,0 +1,103 @@
+"""The trainer end to end on short runs: TensorBoard tags read back, checkpoints, determinism."""
+
+import json
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import rlpg
+from rlpg import checkpoint
+from rlpg.envs import make
+
+SHORT = dict(total_steps=1024, num_envs=4, num_steps=64, eval_episodes=2, num_eval_envs=2, progress=False,
+             eval_interval=0)
+
+
+def scalars(run_dir):
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [e.value for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_tags_include_every_parameter_grad_norm(tmp_path):
+    result = rlpg.train("ppo", "CartPole-v1", backend="gymnasium", logdir=str(tmp_path), run_name="r",
+                        histogram_interval=8, **SHORT)
+    tags = scalars(result.run_dir)
+    required = ["rollout/episodic_return", "rollout/episodic_length", "time/sps", "train/policy_loss",
+                "train/value_loss", "train/entropy", "train/approx_kl", "train/clip_fraction",
+                "train/explained_variance", "train/learning_rate", "grad_norm/total"]
+    for tag in required:
+        assert tag in tags, tag
+    names = [n for n, _ in result.policy.named_parameters()]
+    assert len(names) == 12  # 3 linear layers x (weight, bias) for actor and critic
+    for n in names:
+        assert f"grad_norm/{n}" in tags, n
+        assert all(v >= 0 for v in tags[f"grad_norm/{n}"])
+    # 1024 / (4 * 64) = 4 updates, one log each
+    assert len(tags["grad_norm/total"]) == 4
+    # the learning rate is annealed linearly from the preset's 1e-3
+    lr = tags["train/learning_rate"]
+    assert lr[0] == pytest.approx(1e-3) and lr[-1] == pytest.approx(1e-3 * 0.25)
+    # the total is the 2-norm of the per-parameter norms
+    per = torch.tensor([tags[f"grad_norm/{n}"] for n in names])
+    torch.testing.assert_close(per.norm(dim=0), torch.tensor(tags["grad_norm/total"]), rtol=1e-4, atol=1e-6)
+    assert "eval/mean_return" in tags
+    acc = EventAccumulator(str(result.run_dir), size_guidance={"histograms": 0})
+    acc.Reload()
+    assert "weights/actor.net.0.weight" in acc.Tags()["histograms"]
+    assert "grads/critic.4.bias" in acc.Tags()["histograms"]
+    config = json.loads((result.run_dir / "config.json").read_text())
+    assert config["train"]["env_id"] == "CartPole-v1" and config["agent"]["update_epochs"] == 20
+
+
+def test_same_seed_same_run(tmp_path):
+    a = rlpg.train("ppo", "CartPole-v1", backend="torch", seed=3, logdir=str(tmp_path), run_name="a", **SHORT)
+    b = rlpg.train("ppo", "CartPole-v1", backend="torch", seed=3, logdir=str(tmp_path), run_name="b", **SHORT)
+    c = rlpg.train("ppo", "CartPole-v1", backend="torch", seed=4, logdir=str(tmp_path), run_name="c", **SHORT)
+    for (n, p), (_, q) in zip(a.policy.named_parameters(), b.policy.named_parameters(), strict=True):
+        assert torch.equal(p, q), n
+    assert any(not torch.equal(p, q) for p, q in zip(a.policy.parameters(), c.policy.parameters(), strict=True))
+
+
+def test_save_then_load_gives_identical_actions(tmp_path):
+    result = rlpg.train("ppo", "Pendulum-v1", backend="torch", normalize_obs=True, logdir=str(tmp_path),
+                        run_name="p", **SHORT)
+    loaded = rlpg.load_policy(result.run_dir / "last.pt")
+    env = make("Pendulum-v1", 5, backend="torch", normalize_obs=False)
+    raw, _ = env.reset(seed=0)
+    # the trainer's policy sees normalised observations; the loaded one normalises by itself
+    payload = checkpoint.load(result.run_dir / "last.pt")
+    rms = payload["normalizer"]["obs_rms"]
+    normed = ((raw - rms["mean"]) / torch.sqrt(rms["var"] + 1e-8)).clamp(-10, 10).float()
+    with torch.no_grad():
+        expected = result.policy.dist(normed).mode
+    torch.testing.assert_close(loaded.predict(raw), expected)
+    single = loaded.predict(raw[0].numpy())
+    assert single.shape == (1,)
+    torch.testing.assert_close(torch.as_tensor(single), expected[0])
+    # a resumed optimizer state is present and loads
+    assert "optimizer" in payload["agent"]
+    assert payload["global_step"] == 1024
+
+
+def test_freeze_and_init_from_fine_tune(tmp_path):
+    base = rlpg.train("ppo", "CartPole-v1", backend="torch", logdir=str(tmp_path), run_name="base", **SHORT)
+    tuned = rlpg.train("ppo", "CartPole-v1", backend="torch", logdir=str(tmp_path), run_name="ft",
+                       init_from=str(base.run_dir), freeze=("actor.net.0", "actor.net.2"), **SHORT)
+    pre = dict(base.policy.named_parameters())
+    post = dict(tuned.policy.named_parameters())
+    for n in ("actor.net.0.weight", "actor.net.0.bias", "actor.net.2.weight"):
+        assert torch.equal(pre[n], post[n]), n
+    assert not torch.equal(pre["actor.net.4.weight"], post["actor.net.4.weight"])
+    tags = scalars(tuned.run_dir)
+    assert "grad_norm/actor.net.4.weight" in tags and "grad_norm/actor.net.0.weight" not in tags
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
+def test_other_optimizers_train(tmp_path, optimizer):
+    result = rlpg.train("ppo", "CartPole-v1", backend="torch", optimizer=optimizer, learning_rate=1e-3,
+                        logdir=str(tmp_path), run_name=optimizer, **SHORT)
+    opt = result.agent.optimizer
+    assert type(opt).__name__.lower() == optimizer
+    assert opt.param_groups[0]["momentum"] == 0.9
