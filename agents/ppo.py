@@ -54,8 +54,10 @@ class PPOConfig(AgentConfig):
     def validate_batch(self, num_envs: int, num_steps: int) -> None:
         batch = num_envs * num_steps
         if batch % self.num_minibatches:
-            raise ConfigError(f"--num-minibatches {self.num_minibatches} does not divide the batch size "
-                              f"num_envs * num_steps = {batch}; pick a divisor of {batch}")
+            raise ConfigError(
+                f"--num-minibatches {self.num_minibatches} does not divide the batch size "
+                f"num_envs * num_steps = {batch}; pick a divisor of {batch}"
+            )
 
 
 class PPO:
@@ -64,13 +66,21 @@ class PPO:
     def __init__(self, policy: ActorCritic, config: PPOConfig) -> None:
         self.policy, self.config = policy, config
         self.params = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(config.optimizer, (p for _, p in self.params), config.learning_rate,
-                                        config.momentum)
+        self.optimizer = make_optimizer(
+            config.optimizer, (p for _, p in self.params), config.learning_rate, config.momentum
+        )
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
         c = self.config
-        return gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.dones,
-                   c.gamma, c.gae_lambda)
+        return gae(
+            rollout.rewards,
+            rollout.values,
+            rollout.next_values,
+            rollout.terminated,
+            rollout.dones,
+            c.gamma,
+            c.gae_lambda,
+        )
 
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config
@@ -88,7 +98,7 @@ class PPO:
             epochs += 1
             perm = torch.randperm(size, device=batch.obs.device)
             for start in range(0, size, mb_size):
-                mb = batch.index(perm[start:start + mb_size])
+                mb = batch.index(perm[start : start + mb_size])
                 dist = self.policy.dist(mb.obs)
                 newlogp = dist.log_prob(mb.actions)  # [M]
                 logratio = newlogp - mb.logp
@@ -102,15 +112,26 @@ class PPO:
                     v_loss = 0.5 * torch.max((new_values - mb.returns) ** 2, (clipped - mb.returns) ** 2).mean()
                 else:
                     v_loss = 0.5 * ((new_values - mb.returns) ** 2).mean()
-                entropy = dist.entropy().mean()
-                loss = pg_loss - c.ent_coef * entropy + c.vf_coef * v_loss
+                loss = pg_loss + c.vf_coef * v_loss
+                if c.ent_coef:
+                    entropy = dist.entropy().mean()
+                    loss = loss - c.ent_coef * entropy
+                else:  # only reported: no graph needed
+                    with torch.no_grad():
+                        entropy = dist.entropy().mean()
 
-                meter.add(*step_with_clip(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type,
-                                          c.clip_value))
+                meter.add(
+                    *step_with_clip(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type, c.clip_value)
+                )
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - logratio).mean()  # k3 estimator (Schulman, "Approximating KL")
-                    stats = {"policy_loss": pg_loss, "value_loss": v_loss, "entropy": entropy, "approx_kl": approx_kl,
-                             "clip_fraction": ((ratio - 1).abs() > clip).float().mean()}
+                    stats = {
+                        "policy_loss": pg_loss,
+                        "value_loss": v_loss,
+                        "entropy": entropy,
+                        "approx_kl": approx_kl,
+                        "clip_fraction": ((ratio - 1).abs() > clip).float().mean(),
+                    }
                 for k, v in stats.items():
                     sums[k] = sums.get(k, 0) + v.detach()
                 steps += 1

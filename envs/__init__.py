@@ -1,7 +1,7 @@
 """Environments: `make()` builds a tensor VecEnv from a Gymnasium id, torch-native when rlpg has the task.
 
-    env = make("CartPole-v1", num_envs=64, device="cuda")    # torch-native, stays on the GPU
-    env = make("HalfCheetah-v5", num_envs=8)                  # Gymnasium's SyncVectorEnv behind an adapter
+env = make("CartPole-v1", num_envs=64, device="cuda")    # torch-native, stays on the GPU
+env = make("HalfCheetah-v5", num_envs=8)                  # Gymnasium's SyncVectorEnv behind an adapter
 """
 
 from __future__ import annotations
@@ -33,10 +33,20 @@ except ImportError:  # pragma: no cover - only while the native envs are absent
 BACKENDS = ("auto", "torch", "gymnasium")
 
 
-def make(env_id: str, num_envs: int, device: torch.device | str = "cpu", backend: str = "auto",
-         seed: int | None = None, async_envs: bool = False, normalize_obs: bool = False,
-         normalize_reward: bool = False, gamma: float = 0.99, clip_obs: float = 10.0, clip_reward: float = 10.0,
-         env_kwargs: dict[str, Any] | None = None) -> Any:
+def make(
+    env_id: str,
+    num_envs: int,
+    device: torch.device | str = "cpu",
+    backend: str = "auto",
+    seed: int | None = None,
+    async_envs: bool = False,
+    normalize_obs: bool = False,
+    normalize_reward: bool = False,
+    gamma: float = 0.99,
+    clip_obs: float = 10.0,
+    clip_reward: float = 10.0,
+    env_kwargs: dict[str, Any] | None = None,
+) -> Any:
     """A VecEnv of `num_envs` copies of `env_id` (see rlpg.types.VecEnv), wrapped with episode statistics
     and optional running normalisation. backend: "torch" (rlpg's batched tensor envs), "gymnasium", or
     "auto" (torch when rlpg has the task). `seed` seeds a torch-native env at construction; every backend
@@ -57,17 +67,30 @@ def make(env_id: str, num_envs: int, device: torch.device | str = "cpu", backend
         try:
             env = GymVecEnv(env_id, num_envs, device, async_envs, env_kwargs)
         except gymnasium.error.DependencyNotInstalled as e:
-            raise RLPGError(f"{env_id} needs an extra package ({e}); for MuJoCo tasks: pip install 'rlpg[mujoco]'") from None
+            raise RLPGError(
+                f"{env_id} needs an extra package ({e}); for MuJoCo tasks: pip install 'rlpg[mujoco]'"
+            ) from None
     env = RecordEpisodeStatistics(env)
     if normalize_reward:
         env = NormalizeReward(env, gamma=gamma, clip=clip_reward)
     if normalize_obs:
         if not isinstance(env.single_observation_space, gymnasium.spaces.Box):
-            raise ConfigError(f"--normalize-obs needs a Box observation space, {env_id} has "
-                              f"{env.single_observation_space}")
+            raise ConfigError(
+                f"--normalize-obs needs a Box observation space, {env_id} has {env.single_observation_space}"
+            )
         env = NormalizeObservation(env, clip=clip_obs)
     return env
 
 
-__all__ = ["make", "TORCH_ENVS", "GymVecEnv", "RecordEpisodeStatistics", "NormalizeObservation", "NormalizeReward",
-           "find_wrapper", "normalizer_state", "load_normalizer_state", "set_training"]
+__all__ = [
+    "make",
+    "TORCH_ENVS",
+    "GymVecEnv",
+    "RecordEpisodeStatistics",
+    "NormalizeObservation",
+    "NormalizeReward",
+    "find_wrapper",
+    "normalizer_state",
+    "load_normalizer_state",
+    "set_training",
+]

@@ -18,11 +18,21 @@ from torch import Tensor
 class GymVecEnv:
     """`gymnasium.make_vec(env_id, num_envs, "sync" | "async")` with tensors in and out on `device`."""
 
-    def __init__(self, env_id: str, num_envs: int, device: torch.device | str = "cpu", async_envs: bool = False,
-                 env_kwargs: dict[str, Any] | None = None) -> None:
-        self.env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="async" if async_envs else "sync",
-                                vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
-                                **(env_kwargs or {}))
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        device: torch.device | str = "cpu",
+        async_envs: bool = False,
+        env_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        self.env = gym.make_vec(
+            env_id,
+            num_envs=num_envs,
+            vectorization_mode="async" if async_envs else "sync",
+            vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP},
+            **(env_kwargs or {}),
+        )
         self.num_envs = num_envs
         self.device = torch.device(device)
         self.single_observation_space = self.env.single_observation_space
@@ -55,9 +65,13 @@ class GymVecEnv:
             for i in np.flatnonzero(mask):
                 final[i] = info["final_obs"][i]
         to = self.device
-        return (self._obs(obs), torch.as_tensor(reward, dtype=torch.float32).to(to),
-                torch.as_tensor(terminated, dtype=torch.bool).to(to), torch.as_tensor(truncated, dtype=torch.bool).to(to),
-                {"final_obs": self._obs(final)})
+        return (
+            self._obs(obs),
+            torch.as_tensor(reward, dtype=torch.float32).to(to),
+            torch.as_tensor(terminated, dtype=torch.bool).to(to),
+            torch.as_tensor(truncated, dtype=torch.bool).to(to),
+            {"final_obs": self._obs(final)},
+        )
 
     def close(self) -> None:
         self.env.close()

@@ -1,9 +1,9 @@
 """rlpg: policy-gradient reinforcement learning (REINFORCE, NPG, TRPO, PPO) for PyTorch and Gymnasium.
 
-    import rlpg
-    result = rlpg.train("ppo", "CartPole-v1", total_steps=100_000)
-    policy = rlpg.load_policy(result.run_dir)
-    action = policy.predict(obs)
+import rlpg
+result = rlpg.train("ppo", "CartPole-v1", total_steps=100_000)
+policy = rlpg.load_policy(result.run_dir)
+action = policy.predict(obs)
 """
 
 from rlpg.checkpoint import TrainedPolicy, load_policy

@@ -17,8 +17,15 @@ def _check(name: str, x: Tensor, shape: torch.Size) -> None:
         raise ValueError(f"{name} has shape {tuple(x.shape)}, expected {tuple(shape)} (time-major [T, N])")
 
 
-def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor, dones: Tensor,
-        gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
+def gae(
+    rewards: Tensor,
+    values: Tensor,
+    next_values: Tensor,
+    terminated: Tensor,
+    dones: Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016).
 
     rewards, values, next_values: [T, N] float; terminated, dones (= terminated | truncated): [T, N] bool.
@@ -42,8 +49,9 @@ def gae(rewards: Tensor, values: Tensor, next_values: Tensor, terminated: Tensor
     return advantages, advantages + values
 
 
-def discounted_returns(rewards: Tensor, terminated: Tensor, truncated: Tensor, next_values: Tensor | None,
-                       gamma: float) -> Tensor:
+def discounted_returns(
+    rewards: Tensor, terminated: Tensor, truncated: Tensor, next_values: Tensor | None, gamma: float
+) -> Tensor:
     """Reward-to-go G_t = r_t + gamma * G_{t+1}, restarted at every episode boundary: [T, N].
 
     rewards: [T, N]; terminated, truncated: [T, N] bool; next_values: [T, N] or None. After a termination

@@ -62,8 +62,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError/... for damaged files
-        raise CheckpointError(f"cannot read checkpoint {p}: it is corrupt or not a torch file "
-                              f"({type(e).__name__}); re-save it or use another one") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {p}: it is corrupt or not a torch file "
+            f"({type(e).__name__}); re-save it or use another one"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not an rlpg checkpoint (no '{FORMAT}' marker)")
     return payload
@@ -72,8 +74,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
 # ------------------------------------------------------------------------------------------ spaces / RNG
 def space_to_dict(space: gym.Space) -> dict[str, Any]:
     if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "low": torch.as_tensor(space.low), "high": torch.as_tensor(space.high),
-                "dtype": str(space.dtype)}
+        return {
+            "type": "Box",
+            "low": torch.as_tensor(space.low),
+            "high": torch.as_tensor(space.high),
+            "dtype": str(space.dtype),
+        }
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, gym.spaces.MultiDiscrete):
@@ -91,9 +97,14 @@ def space_from_dict(d: dict[str, Any]) -> gym.Space:
 
 def rng_state() -> dict[str, Any]:
     np_state = np.random.get_state()
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-                             "python_version": random.getstate()[0], "python_gauss": random.getstate()[2],
-                             "numpy": torch.as_tensor(np_state[1].astype(np.int64)), "numpy_pos": int(np_state[2])}
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": list(random.getstate()[1]),
+        "python_version": random.getstate()[0],
+        "python_gauss": random.getstate()[2],
+        "numpy": torch.as_tensor(np_state[1].astype(np.int64)),
+        "numpy_pos": int(np_state[2]),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -111,8 +122,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 class TrainedPolicy:
     """A trained policy for your own code: applies the saved observation normalisation, then the policy.
 
-        policy = rlpg.load_policy("runs/CartPole-v1__ppo__1__...")
-        action = policy.predict(obs)            # numpy or tensor, single obs [D] or batch [B, D]
+    policy = rlpg.load_policy("runs/CartPole-v1__ppo__1__...")
+    action = policy.predict(obs)            # numpy or tensor, single obs [D] or batch [B, D]
     """
 
     def __init__(self, policy: ActorCritic, obs_rms: dict[str, Tensor] | None, clip_obs: float, info: dict) -> None:
@@ -148,12 +159,19 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Trained
     """The policy saved in a checkpoint or run directory (best.pt, else last.pt), ready to act."""
     payload = load(path, map_location=device)
     cfg = payload["config"]["train"]
-    policy = ActorCritic(space_from_dict(payload["spaces"]["observation"]), space_from_dict(payload["spaces"]["action"]),
-                         tuple(cfg["hidden_sizes"]), cfg["activation"], cfg["log_std_init"]).to(device)
+    policy = ActorCritic(
+        space_from_dict(payload["spaces"]["observation"]),
+        space_from_dict(payload["spaces"]["action"]),
+        tuple(cfg["hidden_sizes"]),
+        cfg["activation"],
+        cfg["log_std_init"],
+    ).to(device)
     try:
         policy.load_state_dict(payload["policy"])
     except RuntimeError as e:
-        raise CheckpointError(f"checkpoint weights do not fit the policy it describes: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"checkpoint weights do not fit the policy it describes: {str(e).splitlines()[0]}"
+        ) from None
     policy.eval()
     info = {k: payload.get(k) for k in ("algo", "env_id", "global_step", "eval_mean_return")}
     return TrainedPolicy(policy, payload.get("normalizer", {}).get("obs_rms"), cfg["clip_obs"], info)

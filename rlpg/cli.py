@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from rlpg.errors import RLPGError
 
@@ -30,8 +29,11 @@ def _train(argv: Sequence[str]) -> int:
     if known.algo not in ALGOS:
         raise unknown_name("algorithm", known.algo, ALGOS)
     _, agent_cls = ALGOS[known.algo]
-    parser = argparse.ArgumentParser(prog="rlpg train", description=f"Train {known.algo} on a Gymnasium environment. "
-                                     "Unset flags take the tuned preset for the (algo, env) pair, then the defaults.")
+    parser = argparse.ArgumentParser(
+        prog="rlpg train",
+        description=f"Train {known.algo} on a Gymnasium environment. "
+        "Unset flags take the tuned preset for the (algo, env) pair, then the defaults.",
+    )
     parser.add_argument("--env", dest="env_id", default=None, metavar="ENV_ID", help="alias of --env-id")
     add_arguments(parser, TrainConfig, "training")
     add_arguments(parser, agent_cls, f"{known.algo} hyperparameters")
@@ -39,15 +41,22 @@ def _train(argv: Sequence[str]) -> int:
     algo = args.pop("algo") or "ppo"
     cfg, agent_cfg = resolve_configs(algo, args.pop("env_id"), args)
     trainer = Trainer(cfg, agent_cfg)
-    print(f"rlpg: training {cfg.algo} on {cfg.env_id} ({trainer.backend} backend, "
-          f"{cfg.num_envs} envs, device {trainer.device}) -> {trainer.run_dir}", file=sys.stderr)
+    print(
+        f"rlpg: training {cfg.algo} on {cfg.env_id} ({trainer.backend} backend, "
+        f"{cfg.num_envs} envs, device {trainer.device}) -> {trainer.run_dir}",
+        file=sys.stderr,
+    )
     result = trainer.run()
     if result.interrupted:
-        print(f"rlpg: interrupted at step {result.global_step}; checkpoint saved to {result.run_dir / 'last.pt'}",
-              file=sys.stderr)
+        print(
+            f"rlpg: interrupted at step {result.global_step}; checkpoint saved to {result.run_dir / 'last.pt'}",
+            file=sys.stderr,
+        )
         return EXIT_INTERRUPTED
-    print(f"rlpg: done: {result.global_step} steps, deterministic eval return {result.eval_mean_return:.2f} "
-          f"+/- {result.eval_std_return:.2f} over {cfg.eval_episodes} episodes; run dir {result.run_dir}")
+    print(
+        f"rlpg: done: {result.global_step} steps, deterministic eval return {result.eval_mean_return:.2f} "
+        f"+/- {result.eval_std_return:.2f} over {cfg.eval_episodes} episodes; run dir {result.run_dir}"
+    )
     print(f"rlpg: watch it with: tensorboard --logdir {cfg.logdir}")
     return 0
 
@@ -59,7 +68,9 @@ def _eval(argv: Sequence[str]) -> int:
     from rlpg.rollout import evaluate
     from rlpg.trainer import resolve_device
 
-    parser = argparse.ArgumentParser(prog="rlpg eval", description="Run the deterministic policy of a run or checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="rlpg eval", description="Run the deterministic policy of a run or checkpoint."
+    )
     parser.add_argument("path", help="run directory (uses best.pt, else last.pt) or checkpoint file")
     parser.add_argument("--episodes", type=int, default=20, help="episodes to run (default: 20)")
     parser.add_argument("--num-envs", type=int, default=10, help="parallel evaluation environments (default: 10)")
@@ -75,12 +86,23 @@ def _eval(argv: Sequence[str]) -> int:
     path = checkpoint.resolve(args.path)
     payload = checkpoint.load(path, map_location=device)
     cfg = payload["config"]["train"]
-    env = make(payload["env_id"], min(args.num_envs, args.episodes), device=device,
-               backend=args.backend or cfg["backend"], normalize_obs=cfg["normalize_obs"], clip_obs=cfg["clip_obs"])
+    env = make(
+        payload["env_id"],
+        min(args.num_envs, args.episodes),
+        device=device,
+        backend=args.backend or cfg["backend"],
+        normalize_obs=cfg["normalize_obs"],
+        clip_obs=cfg["clip_obs"],
+    )
     load_normalizer_state(env, payload.get("normalizer", {}))
     set_training(env, False)
-    policy = ActorCritic(env.single_observation_space, env.single_action_space, tuple(cfg["hidden_sizes"]),
-                         cfg["activation"], cfg["log_std_init"]).to(device)
+    policy = ActorCritic(
+        env.single_observation_space,
+        env.single_action_space,
+        tuple(cfg["hidden_sizes"]),
+        cfg["activation"],
+        cfg["log_std_init"],
+    ).to(device)
     try:
         policy.load_state_dict(payload["policy"])
     except RuntimeError as e:
@@ -89,11 +111,23 @@ def _eval(argv: Sequence[str]) -> int:
     env.close()
     mean, std = float(returns.mean()), float(returns.std(correction=0))
     if args.json:
-        print(json.dumps({"mean_return": mean, "std_return": std, "episodes": args.episodes,
-                          "checkpoint": str(path), "env_id": payload["env_id"], "algo": payload["algo"]}))
+        print(
+            json.dumps(
+                {
+                    "mean_return": mean,
+                    "std_return": std,
+                    "episodes": args.episodes,
+                    "checkpoint": str(path),
+                    "env_id": payload["env_id"],
+                    "algo": payload["algo"],
+                }
+            )
+        )
     else:
-        print(f"{payload['algo']} on {payload['env_id']} ({path}): mean return {mean:.2f} +/- {std:.2f} "
-              f"over {args.episodes} episodes")
+        print(
+            f"{payload['algo']} on {payload['env_id']} ({path}): mean return {mean:.2f} +/- {std:.2f} "
+            f"over {args.episodes} episodes"
+        )
     return 0
 
 
@@ -117,9 +151,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]  # `rlpg` alone, or `rlpg --flags`, trains
     if argv[0] in ("-h", "--help"):
-        print("usage: rlpg {train,eval,export} ...\n\n  train   train an agent (default: PPO on CartPole-v1)\n"
-              "  eval    evaluate a run directory or checkpoint\n  export  export a policy to ONNX\n\n"
-              "rlpg COMMAND --help for the options of each.")
+        print(
+            "usage: rlpg {train,eval,export} ...\n\n  train   train an agent (default: PPO on CartPole-v1)\n"
+            "  eval    evaluate a run directory or checkpoint\n  export  export a policy to ONNX\n\n"
+            "rlpg COMMAND --help for the options of each."
+        )
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -97,8 +97,9 @@ class TrainConfig:
     """seeds torch, numpy, python and every environment"""
     device: str = "auto"
     """torch device: auto (cuda when present), cpu, cuda, cuda:1, ..."""
-    torch_threads: int = 0
-    """CPU threads for torch ops (0: torch's default; 1 is often fastest for small MLPs on few cores)"""
+    torch_threads: int = 1
+    """CPU threads for torch ops (0: torch's default of one per core). 1 suits small MLPs: extra OpenMP threads
+    add little and, when the cores are shared with env workers or other jobs, can slow a run down many times"""
     async_envs: bool = False
     """gymnasium backend: step environments in subprocesses (AsyncVectorEnv)"""
     normalize_obs: bool = False
@@ -139,8 +140,17 @@ class TrainConfig:
     """show a progress bar"""
 
     def __post_init__(self) -> None:
-        positive(self, "num_envs", "num_steps", "total_steps", "eval_episodes", "num_eval_envs", "log_interval",
-                 "clip_obs", "clip_reward")
+        positive(
+            self,
+            "num_envs",
+            "num_steps",
+            "total_steps",
+            "eval_episodes",
+            "num_eval_envs",
+            "log_interval",
+            "clip_obs",
+            "clip_reward",
+        )
         positive(self, "eval_interval", "histogram_interval", "checkpoint_interval", "torch_threads", allow_zero=True)
         one_of(self, "backend", ("auto", "torch", "gymnasium"))
         if any(h <= 0 for h in self.hidden_sizes):
@@ -166,8 +176,13 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body  # type: ignore[attr-defined]
         for node, nxt in zip(body, body[1:], strict=False):
-            if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr) \
-                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(nxt, ast.Expr)
+                and isinstance(nxt.value, ast.Constant)
+                and isinstance(nxt.value.value, str)
+            ):
                 docs[node.target.id] = nxt.value.value
     return docs
 

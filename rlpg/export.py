@@ -52,9 +52,17 @@ def export_onnx(path: str | Path, output: str | Path | None = None) -> Path:
     except ImportError:
         raise RLPGError("ONNX export needs the onnx extra: pip install 'rlpg[onnx]'") from None
     try:
-        torch.onnx.export(module, (example,), str(tmp), input_names=["obs"], output_names=["action"],
-                          dynamic_shapes={"obs": {0: torch.export.Dim("batch", min=1)}}, dynamo=True, external_data=False,
-                          verbose=False)
+        torch.onnx.export(
+            module,
+            (example,),
+            str(tmp),
+            input_names=["obs"],
+            output_names=["action"],
+            dynamic_shapes={"obs": {0: torch.export.Dim("batch", min=1)}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)

@@ -20,8 +20,14 @@ NamedParams = Sequence[tuple[str, nn.Parameter]]
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
 
-def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, momentum: float = 0.9,
-                   eps: float = 1e-5, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str,
+    params: Iterable[nn.Parameter],
+    lr: float,
+    momentum: float = 0.9,
+    eps: float = 1e-5,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
     """Adam (eps 1e-5 as in the PPO implementation-details study), SGD with (Nesterov-free) momentum,
     or RMSprop. Frozen parameters (requires_grad=False) are left out."""
     params = [p for p in params if p.requires_grad]
@@ -38,7 +44,9 @@ def make_optimizer(name: str, params: Iterable[nn.Parameter], lr: float, momentu
     raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
-def _fused_or_foreach(cls: type[torch.optim.Optimizer], params: list[nn.Parameter], **kw: float) -> torch.optim.Optimizer:
+def _fused_or_foreach(
+    cls: type[torch.optim.Optimizer], params: list[nn.Parameter], **kw: float
+) -> torch.optim.Optimizer:
     try:
         return cls(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):  # older torch or an unsupported device/dtype
@@ -57,9 +65,15 @@ def grad_norms(grads: Sequence[Tensor], norm_type: float = 2.0) -> tuple[Tensor,
     return total, per
 
 
-def step_with_clip(optimizer: torch.optim.Optimizer, loss: Tensor, params: NamedParams,
-                   max_grad_norm: float | None = None, norm_type: float = 2.0, clip_value: float | None = None,
-                   check_finite: bool = True) -> tuple[Tensor, Tensor]:
+def step_with_clip(
+    optimizer: torch.optim.Optimizer,
+    loss: Tensor,
+    params: NamedParams,
+    max_grad_norm: float | None = None,
+    norm_type: float = 2.0,
+    clip_value: float | None = None,
+    check_finite: bool = True,
+) -> tuple[Tensor, Tensor]:
     """zero_grad -> backward -> measure norms -> clip by value and/or norm -> step.
 
     params: the (name, parameter) pairs this optimizer updates; a parameter that got no gradient counts
@@ -77,8 +91,10 @@ def step_with_clip(optimizer: torch.optim.Optimizer, loss: Tensor, params: Named
     if check_finite and not bool(torch.isfinite(total) & torch.isfinite(loss.detach())):
         optimizer.zero_grad(set_to_none=True)
         bad = "loss" if not torch.isfinite(loss.detach()) else "gradient"
-        raise NonFiniteError(f"non-finite {bad} (loss={loss.item():.4g}, grad norm={total.item():.4g}); parameters "
-                             "were not updated: lower the learning rate, set --max-grad-norm, or normalise observations")
+        raise NonFiniteError(
+            f"non-finite {bad} (loss={loss.item():.4g}, grad norm={total.item():.4g}); parameters "
+            "were not updated: lower the learning rate, set --max-grad-norm, or normalise observations"
+        )
     live = [p.grad for _, p in params if p.grad is not None]
     if clip_value is not None:
         torch.nn.utils.clip_grad_value_([p for _, p in params if p.grad is not None], clip_value)
@@ -90,7 +106,9 @@ def step_with_clip(optimizer: torch.optim.Optimizer, loss: Tensor, params: Named
     return total, per
 
 
-def grad_norm_metrics(names: Sequence[str], total: Tensor, per: Tensor, prefix: str = "grad_norm/") -> dict[str, Tensor]:
+def grad_norm_metrics(
+    names: Sequence[str], total: Tensor, per: Tensor, prefix: str = "grad_norm/"
+) -> dict[str, Tensor]:
     """`grad_norm/total` and `grad_norm/<name>` as views into the stacked tensor (no copies, no syncs)."""
     out = {f"{prefix}total": total}
     out.update({f"{prefix}{n}": per[i] for i, n in enumerate(names)})

@@ -28,6 +28,8 @@ LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
 
+_EMPTY = torch.Size()
+
 SUPPORTED = "observations: Box, Discrete; actions: Discrete, Box (1-D), MultiDiscrete"
 
 
@@ -35,7 +37,7 @@ class GumbelCategorical(Categorical):
     """Categorical whose `sample()` uses the Gumbel-max trick, argmax(logits - log E) with E ~ Exp(1):
     exact, and on small CPU batches far cheaper than `torch.multinomial`, which Categorical.sample calls."""
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
         logits = self.logits.expand(torch.Size(sample_shape) + self.logits.shape)
         with torch.no_grad():
             return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
@@ -49,7 +51,9 @@ class MultiCategorical(Distribution):
 
     def __init__(self, logits: Tensor, nvec: Sequence[int], validate_args: bool | None = False) -> None:
         self.nvec = list(nvec)
-        self.dists = [GumbelCategorical(logits=part, validate_args=False) for part in torch.split(logits, self.nvec, dim=-1)]
+        self.dists = [
+            GumbelCategorical(logits=part, validate_args=False) for part in torch.split(logits, self.nvec, dim=-1)
+        ]
         super().__init__(logits.shape[:-1], torch.Size([len(self.nvec)]), validate_args=validate_args)
 
     @property
@@ -60,7 +64,7 @@ class MultiCategorical(Distribution):
     def logits(self) -> Tensor:
         return torch.cat([d.logits for d in self.dists], dim=-1)
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensor:
+    def sample(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
         return torch.stack([d.sample(sample_shape) for d in self.dists], dim=-1)
 
     def log_prob(self, value: Tensor) -> Tensor:
@@ -119,8 +123,14 @@ def obs_dim(space: gym.Space) -> int:
 class Actor(nn.Module):
     """obs [B, D] -> action distribution with batch shape [B]."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden: Sequence[int], activation: str,
-                 log_std_init: float = 0.0) -> None:
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden: Sequence[int],
+        activation: str,
+        log_std_init: float = 0.0,
+    ) -> None:
         super().__init__()
         d = obs_dim(obs_space)
         self.action_space = action_space
@@ -149,8 +159,14 @@ class Actor(nn.Module):
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs. Observations are flattened (Box) or one-hot encoded (Discrete)."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden_sizes: Sequence[int] = (64, 64),
-                 activation: str = "tanh", log_std_init: float = 0.0) -> None:
+    def __init__(
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden_sizes: Sequence[int] = (64, 64),
+        activation: str = "tanh",
+        log_std_init: float = 0.0,
+    ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")

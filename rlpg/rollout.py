@@ -63,13 +63,30 @@ class Collector:
         # V(s_{t+1}) for all steps in one batched pass: the next state of the same episode, so a
         # truncated episode bootstraps from V(final_obs) and the last step from V(s_T)
         next_values = self.policy.value(b_next_obs.reshape(T * N, *obs.shape[1:])).reshape(T, N)
-        return Rollout(b_obs, b_actions, b_logp, b_values, next_values, b_rewards, b_terminated, b_truncated,
-                       ret_sum, len_sum, count)
+        return Rollout(
+            b_obs,
+            b_actions,
+            b_logp,
+            b_values,
+            next_values,
+            b_rewards,
+            b_terminated,
+            b_truncated,
+            ret_sum,
+            len_sum,
+            count,
+        )
 
 
 @torch.no_grad()
-def evaluate(env: VecEnv, policy: ActorCritic, episodes: int, seed: int | None = None, deterministic: bool = True,
-             max_steps: int = 1_000_000) -> Tensor:
+def evaluate(
+    env: VecEnv,
+    policy: ActorCritic,
+    episodes: int,
+    seed: int | None = None,
+    deterministic: bool = True,
+    max_steps: int = 1_000_000,
+) -> Tensor:
     """Returns of `episodes` complete episodes [episodes] (on the host), run with the policy's mode.
 
     Each of the N envs runs a fixed share of the episodes (episodes // N, plus one for the first
@@ -95,7 +112,9 @@ def evaluate(env: VecEnv, policy: ActorCritic, episodes: int, seed: int | None =
         if step % 16 == 15 and bool((counts >= targets).all()):
             break
     else:
-        raise RLPGError(f"evaluation did not finish {episodes} episodes in {max_steps} steps per env; "
-                        "does the environment have a time limit?")
+        raise RLPGError(
+            f"evaluation did not finish {episodes} episodes in {max_steps} steps per env; "
+            "does the environment have a time limit?"
+        )
     mask = torch.arange(max(per_env, 1), device=device).unsqueeze(0) < targets.unsqueeze(1)
     return buf[mask].cpu()

@@ -61,8 +61,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def resolve_configs(algo: str = "ppo", env_id: str | None = None, overrides: dict[str, Any] | None = None,
-                    ) -> tuple[TrainConfig, Any]:
+def resolve_configs(
+    algo: str = "ppo",
+    env_id: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> tuple[TrainConfig, Any]:
     """TrainConfig and the agent's config from defaults < presets < overrides (None = not set)."""
     overrides = dict(overrides or {})
     if algo not in ALGOS:
@@ -87,17 +90,21 @@ def resolve_configs(algo: str = "ppo", env_id: str | None = None, overrides: dic
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
     """[T, N, ...] -> [B, ...]."""
     b = rollout.num_steps * rollout.num_envs
-    return Batch(obs=rollout.obs.reshape(b, *rollout.obs.shape[2:]),
-                 actions=rollout.actions.reshape(b, *rollout.actions.shape[2:]),
-                 logp=rollout.logp.reshape(b), values=rollout.values.reshape(b),
-                 advantages=advantages.reshape(b), returns=returns.reshape(b))
+    return Batch(
+        obs=rollout.obs.reshape(b, *rollout.obs.shape[2:]),
+        actions=rollout.actions.reshape(b, *rollout.actions.shape[2:]),
+        logp=rollout.logp.reshape(b),
+        values=rollout.values.reshape(b),
+        advantages=advantages.reshape(b),
+        returns=returns.reshape(b),
+    )
 
 
 def train(algo: str = "ppo", env_id: str | None = None, **overrides: Any) -> TrainResult:
     """Train `algo` on `env_id`; keyword arguments are any TrainConfig or agent-config field.
 
-        result = rlpg.train("ppo", "CartPole-v1", total_steps=100_000, seed=1)
-        result.eval_mean_return, result.run_dir
+    result = rlpg.train("ppo", "CartPole-v1", total_steps=100_000, seed=1)
+    result.eval_mean_return, result.run_dir
     """
     cfg, agent_cfg = resolve_configs(algo, env_id, overrides)
     return Trainer(cfg, agent_cfg).run()
@@ -114,22 +121,40 @@ class Trainer:
             torch.set_num_threads(cfg.torch_threads)
         seed_everything(cfg.seed)
         gamma = getattr(agent_cfg, "gamma", 0.99)
-        common = dict(device=self.device, backend=cfg.backend, async_envs=cfg.async_envs, normalize_obs=cfg.normalize_obs,
-                      clip_obs=cfg.clip_obs)
-        self.env = make(cfg.env_id, cfg.num_envs, seed=cfg.seed, normalize_reward=cfg.normalize_reward, gamma=gamma,
-                        clip_reward=cfg.clip_reward, **common)
+        common = dict(
+            device=self.device,
+            backend=cfg.backend,
+            async_envs=cfg.async_envs,
+            normalize_obs=cfg.normalize_obs,
+            clip_obs=cfg.clip_obs,
+        )
+        self.env = make(
+            cfg.env_id,
+            cfg.num_envs,
+            seed=cfg.seed,
+            normalize_reward=cfg.normalize_reward,
+            gamma=gamma,
+            clip_reward=cfg.clip_reward,
+            **common,
+        )
         self.backend = "torch" if cfg.backend != "gymnasium" and cfg.env_id in TORCH_ENVS else "gymnasium"
         self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
         set_training(self.eval_env, False)
-        self.policy = ActorCritic(self.env.single_observation_space, self.env.single_action_space, cfg.hidden_sizes,
-                                  cfg.activation, cfg.log_std_init).to(self.device)
+        self.policy = ActorCritic(
+            self.env.single_observation_space,
+            self.env.single_action_space,
+            cfg.hidden_sizes,
+            cfg.activation,
+            cfg.log_std_init,
+        ).to(self.device)
         if cfg.init_from:
             pre = checkpoint.load(cfg.init_from, map_location=self.device)
             try:
                 self.policy.load_state_dict(pre["policy"])
             except RuntimeError as e:
-                raise ConfigError(f"--init-from {cfg.init_from}: its policy does not fit this one "
-                                  f"({str(e).splitlines()[0]})") from None
+                raise ConfigError(
+                    f"--init-from {cfg.init_from}: its policy does not fit this one ({str(e).splitlines()[0]})"
+                ) from None
             load_normalizer_state(self.env, pre.get("normalizer", {}))
         self.frozen = freeze(self.policy, cfg.freeze)
         self.agent: Agent = agent_cls(self.policy, agent_cfg)
@@ -141,13 +166,22 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- checkpoints
     def payload(self, eval_mean: float | None = None) -> dict[str, Any]:
-        return {"algo": self.cfg.algo, "env_id": self.cfg.env_id, "global_step": self.global_step,
-                "iteration": self.iteration, "eval_mean_return": eval_mean,
-                "config": {"train": to_dict(self.cfg), "agent": to_dict(self.agent_cfg)},
-                "policy": self.policy.state_dict(), "agent": self.agent.state_dict(),
-                "normalizer": normalizer_state(self.env), "rng": checkpoint.rng_state(),
-                "spaces": {"observation": checkpoint.space_to_dict(self.env.single_observation_space),
-                           "action": checkpoint.space_to_dict(self.env.single_action_space)}}
+        return {
+            "algo": self.cfg.algo,
+            "env_id": self.cfg.env_id,
+            "global_step": self.global_step,
+            "iteration": self.iteration,
+            "eval_mean_return": eval_mean,
+            "config": {"train": to_dict(self.cfg), "agent": to_dict(self.agent_cfg)},
+            "policy": self.policy.state_dict(),
+            "agent": self.agent.state_dict(),
+            "normalizer": normalizer_state(self.env),
+            "rng": checkpoint.rng_state(),
+            "spaces": {
+                "observation": checkpoint.space_to_dict(self.env.single_observation_space),
+                "action": checkpoint.space_to_dict(self.env.single_action_space),
+            },
+        }
 
     def run_eval(self, logger: Logger, episodes: int) -> tuple[float, float]:
         load_normalizer_state(self.eval_env, normalizer_state(self.env))
@@ -175,7 +209,13 @@ class Trainer:
         num_iterations = max(1, math.ceil(cfg.total_steps / batch_size))
         next_eval = cfg.eval_interval or math.inf
         next_ckpt = cfg.checkpoint_interval or math.inf
-        bar = tqdm(total=num_iterations * batch_size, unit="step", disable=not cfg.progress, dynamic_ncols=True, mininterval=0.5)
+        bar = tqdm(
+            total=num_iterations * batch_size,
+            unit="step",
+            disable=not cfg.progress,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
         recent = math.nan
         start = time.perf_counter()
         interrupted = False
@@ -190,8 +230,14 @@ class Trainer:
                 bar.update(batch_size)
                 if it % cfg.log_interval == 0 or it == num_iterations - 1:
                     sps = self.global_step / (time.perf_counter() - start)
-                    host = to_host({**metrics, "_count": rollout.episode_count, "_ret": rollout.episode_return_sum,
-                                    "_len": rollout.episode_length_sum})
+                    host = to_host(
+                        {
+                            **metrics,
+                            "_count": rollout.episode_count,
+                            "_ret": rollout.episode_return_sum,
+                            "_len": rollout.episode_length_sum,
+                        }
+                    )
                     count, ret_sum, len_sum = host.pop("_count"), host.pop("_ret"), host.pop("_len")
                     host["time/sps"] = sps
                     if count > 0:
@@ -216,10 +262,13 @@ class Trainer:
             bar.close()
             checkpoint.save(self.run_dir / "last.pt", self.payload(None if interrupted else eval_mean))
             if not interrupted:
-                logger.hparams({**resolved["train"], **resolved["agent"]},
-                               {"hparam/eval_mean_return": eval_mean, "hparam/best_eval_return": self.best_eval})
+                logger.hparams(
+                    {**resolved["train"], **resolved["agent"]},
+                    {"hparam/eval_mean_return": eval_mean, "hparam/best_eval_return": self.best_eval},
+                )
             logger.close()
             self.env.close()
             self.eval_env.close()
-        return TrainResult(self.run_dir, self.global_step, eval_mean, eval_std, self.best_eval, self.policy,
-                           self.agent, interrupted)
+        return TrainResult(
+            self.run_dir, self.global_step, eval_mean, eval_std, self.best_eval, self.policy, self.agent, interrupted
+        )

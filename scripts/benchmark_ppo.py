@@ -7,6 +7,7 @@ the return is a deterministic evaluation over 20 episodes. rlpg runs with both o
 SyncVectorEnv (the same envs SB3 steps) and its torch-native CartPole. Prints a table and the ratios.
 
     python scripts/benchmark_ppo.py --seeds 1 2 3            # needs: pip install stable-baselines3
+    python scripts/benchmark_ppo.py --throughput             # training steps/s against num_envs
 """
 
 from __future__ import annotations
@@ -19,18 +20,46 @@ import torch
 
 import rlpg
 
-ZOO = dict(n_envs=8, n_steps=32, batch_size=256, gae_lambda=0.8, gamma=0.98, n_epochs=20, ent_coef=0.0, lr=1e-3,
-           clip=0.2, total=100_000)
+ZOO = dict(
+    n_envs=8,
+    n_steps=32,
+    batch_size=256,
+    gae_lambda=0.8,
+    gamma=0.98,
+    n_epochs=20,
+    ent_coef=0.0,
+    lr=1e-3,
+    clip=0.2,
+    total=100_000,
+)
 
 
 def run_rlpg(seed: int, backend: str, total: int, device: str) -> tuple[float, float]:
     t = time.perf_counter()
-    result = rlpg.train("ppo", "CartPole-v1", backend=backend, seed=seed, total_steps=total, num_envs=ZOO["n_envs"],
-                        num_steps=ZOO["n_steps"], num_minibatches=ZOO["n_envs"] * ZOO["n_steps"] // ZOO["batch_size"],
-                        update_epochs=ZOO["n_epochs"], gamma=ZOO["gamma"], gae_lambda=ZOO["gae_lambda"],
-                        learning_rate=ZOO["lr"], anneal_lr=True, clip_coef=ZOO["clip"], anneal_clip=True,
-                        clip_vloss=False, ent_coef=ZOO["ent_coef"], eval_interval=0, eval_episodes=20,
-                        progress=False, logdir="/tmp/rlpg-bench", device=device)
+    result = rlpg.train(
+        "ppo",
+        "CartPole-v1",
+        backend=backend,
+        seed=seed,
+        total_steps=total,
+        num_envs=ZOO["n_envs"],
+        num_steps=ZOO["n_steps"],
+        num_minibatches=ZOO["n_envs"] * ZOO["n_steps"] // ZOO["batch_size"],
+        update_epochs=ZOO["n_epochs"],
+        gamma=ZOO["gamma"],
+        gae_lambda=ZOO["gae_lambda"],
+        learning_rate=ZOO["lr"],
+        anneal_lr=True,
+        clip_coef=ZOO["clip"],
+        anneal_clip=True,
+        clip_vloss=False,
+        ent_coef=ZOO["ent_coef"],
+        eval_interval=0,
+        eval_episodes=20,
+        progress=False,
+        logdir="/tmp/rlpg-bench",
+        device=device,
+    )
     wall = time.perf_counter() - t
     return result.global_step / wall, result.eval_mean_return
 
@@ -45,14 +74,104 @@ def run_sb3(seed: int, total: int, device: str) -> tuple[float, float]:
 
     t = time.perf_counter()
     env = make_vec_env("CartPole-v1", n_envs=ZOO["n_envs"], seed=seed)
-    model = PPO("MlpPolicy", env, n_steps=ZOO["n_steps"], batch_size=ZOO["batch_size"], gae_lambda=ZOO["gae_lambda"],
-                gamma=ZOO["gamma"], n_epochs=ZOO["n_epochs"], ent_coef=ZOO["ent_coef"], learning_rate=linear(ZOO["lr"]),
-                clip_range=linear(ZOO["clip"]), seed=seed, device=device, verbose=0)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=ZOO["n_steps"],
+        batch_size=ZOO["batch_size"],
+        gae_lambda=ZOO["gae_lambda"],
+        gamma=ZOO["gamma"],
+        n_epochs=ZOO["n_epochs"],
+        ent_coef=ZOO["ent_coef"],
+        learning_rate=linear(ZOO["lr"]),
+        clip_range=linear(ZOO["clip"]),
+        seed=seed,
+        device=device,
+        verbose=0,
+    )
     model.learn(total_timesteps=total)
     wall = time.perf_counter() - t
     eval_env = make_vec_env("CartPole-v1", n_envs=1, seed=seed + 10_000)
     mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=20, deterministic=True)
     return model.num_timesteps / wall, float(mean)
+
+
+def throughput(num_envs: int, backend: str, iterations: int, device: str, epochs: int) -> float:
+    """End-to-end PPO training steps/s (rollout + GAE + update + logging) at `num_envs`, after one warm-up update."""
+    num_steps = 16
+    batch = num_envs * num_steps
+    common = dict(
+        backend=backend,
+        num_envs=num_envs,
+        num_steps=num_steps,
+        num_minibatches=4,
+        update_epochs=epochs,
+        eval_interval=0,
+        eval_episodes=1,
+        num_eval_envs=1,
+        progress=False,
+        logdir="/tmp/rlpg-bench",
+        device=device,
+        torch_threads=torch.get_num_threads(),
+    )
+    rlpg.train("ppo", "CartPole-v1", total_steps=batch, **common)  # warm-up (allocations, lazy imports)
+    t = time.perf_counter()
+    result = rlpg.train("ppo", "CartPole-v1", total_steps=batch * iterations, **common)
+    return result.global_step / (time.perf_counter() - t)
+
+
+def sb3_throughput(n_envs: int, n_steps: int, batch_size: int, n_epochs: int, iterations: int, device: str) -> float:
+    """SB3 PPO training steps/s (DummyVecEnv), after one warm-up update."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
+    model = PPO(
+        "MlpPolicy",
+        env,
+        n_steps=n_steps,
+        batch_size=batch_size,
+        n_epochs=n_epochs,
+        gamma=ZOO["gamma"],
+        gae_lambda=ZOO["gae_lambda"],
+        device=device,
+        verbose=0,
+    )
+    model.learn(total_timesteps=n_envs * n_steps)  # warm-up
+    t = time.perf_counter()
+    model.learn(total_timesteps=iterations * n_envs * n_steps, reset_num_timesteps=True)
+    return model.num_timesteps / (time.perf_counter() - t)
+
+
+def main_throughput(args: argparse.Namespace) -> None:
+    print(
+        f"end-to-end PPO training steps/s on CartPole-v1 (num_steps 16, 4 minibatches, {args.epochs} epoch(s); "
+        f"device {args.device}, {torch.get_num_threads()} torch thread(s))"
+    )
+    nan = float("nan")
+    zoo = nan
+    try:
+        zoo = sb3_throughput(ZOO["n_envs"], ZOO["n_steps"], ZOO["batch_size"], ZOO["n_epochs"], 40, args.device)
+        print(f"stable-baselines3 with rl-zoo's CartPole settings (8 envs, batch 256, 20 epochs): {zoo:,.0f} steps/s")
+    except ImportError:
+        print("stable-baselines3 is not installed: no SB3 columns")
+    print("SB3 same = SB3 PPO with the same envs/steps/minibatches/epochs as the row (DummyVecEnv)")
+    print(
+        f"{'num_envs':>9}{'rlpg torch':>12}{'rlpg gym':>10}{'SB3 same':>10}{'torch/gym':>10}{'torch/SB3 same':>15}"
+        f"{'torch/SB3 zoo':>14}"
+    )
+    for n in args.num_envs:
+        t_sps = throughput(n, "torch", args.iterations, args.device, args.epochs)
+        g_sps = s_sps = nan
+        if n <= args.max_gym_envs:
+            g_sps = throughput(n, "gymnasium", max(2, args.iterations // 4), args.device, args.epochs)
+            if zoo == zoo:  # SB3 is installed
+                s_sps = sb3_throughput(n, 16, n * 16 // 4, args.epochs, max(2, args.iterations // 4), args.device)
+        print(
+            f"{n:>9}{t_sps:>12,.0f}{g_sps:>10,.0f}{s_sps:>10,.0f}{t_sps / g_sps:>9.1f}x{t_sps / s_sps:>14.1f}x"
+            f"{t_sps / zoo:>13.1f}x",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -62,8 +181,20 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every library (default 1)")
     p.add_argument("--skip-sb3", action="store_true")
+    p.add_argument(
+        "--throughput",
+        action="store_true",
+        help="instead: end-to-end training steps/s of rlpg's torch and gymnasium backends vs num_envs, and SB3",
+    )
+    p.add_argument("--num-envs", type=int, nargs="+", default=[64, 256, 1024, 4096, 16384])
+    p.add_argument("--iterations", type=int, default=8, help="--throughput: timed updates per point")
+    p.add_argument("--epochs", type=int, default=1, help="--throughput: PPO epochs per update")
+    p.add_argument("--max-gym-envs", type=int, default=1024, help="--throughput: largest Gymnasium point")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.throughput:
+        main_throughput(args)
+        return
     rows: dict[str, list[tuple[float, float]]] = {"rlpg (gymnasium backend)": [], "rlpg (torch backend)": []}
     try:
         import stable_baselines3  # noqa: F401
@@ -79,10 +210,15 @@ def main() -> None:
         rows["rlpg (torch backend)"].append(run_rlpg(seed, "torch", args.total_steps, args.device))
         if has_sb3:
             rows["stable-baselines3"].append(run_sb3(seed, args.total_steps, args.device))
-        print(f"seed {seed}: " + ", ".join(f"{k}: {v[-1][0]:,.0f} steps/s, return {v[-1][1]:.1f}" for k, v in rows.items()),
-              flush=True)
-    print(f"\nPPO CartPole-v1, {args.total_steps:,} steps, seeds {args.seeds}, device {args.device}, "
-          f"{args.threads} torch thread(s)")
+        print(
+            f"seed {seed}: "
+            + ", ".join(f"{k}: {v[-1][0]:,.0f} steps/s, return {v[-1][1]:.1f}" for k, v in rows.items()),
+            flush=True,
+        )
+    print(
+        f"\nPPO CartPole-v1, {args.total_steps:,} steps, seeds {args.seeds}, device {args.device}, "
+        f"{args.threads} torch thread(s)"
+    )
     print(f"{'library':<28}{'steps/s (mean)':>16}{'eval return (mean, per seed)':>40}")
     for name, vals in rows.items():
         sps = statistics.mean(v[0] for v in vals)

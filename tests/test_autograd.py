@@ -69,7 +69,7 @@ def test_retain_graph_and_create_graph():
         loss.backward()
     # double backprop: d/dx of (dy/dx . v) with y = x^3 is 6 x v (the Hessian-vector product)
     x = torch.tensor([1.0, 2.0], requires_grad=True)
-    (g,) = torch.autograd.grad((x ** 3).sum(), x, create_graph=True)
+    (g,) = torch.autograd.grad((x**3).sum(), x, create_graph=True)
     (hv,) = torch.autograd.grad(g @ torch.tensor([1.0, 0.5]), x)
     torch.testing.assert_close(hv, torch.tensor([6.0, 6.0]))
 

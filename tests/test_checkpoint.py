@@ -54,8 +54,10 @@ def test_run_dir_prefers_best(tmp_path):
     assert checkpoint.load(tmp_path)["tag"] == "best"
 
 
-@pytest.mark.parametrize("space", [gym.spaces.Box(-1, 2, (3,), np.float32), gym.spaces.Discrete(4, start=1),
-                                   gym.spaces.MultiDiscrete([2, 3])])
+@pytest.mark.parametrize(
+    "space",
+    [gym.spaces.Box(-1, 2, (3,), np.float32), gym.spaces.Discrete(4, start=1), gym.spaces.MultiDiscrete([2, 3])],
+)
 def test_spaces_round_trip_through_weights_only_load(tmp_path, space):
     checkpoint.save(tmp_path / "s.pt", {"space": checkpoint.space_to_dict(space)})
     back = checkpoint.space_from_dict(checkpoint.load(tmp_path / "s.pt")["space"])

@@ -14,8 +14,20 @@ import torch
 from rlpg import checkpoint
 from rlpg.cli import main
 
-FAST = ["--total-steps", "512", "--num-envs", "4", "--num-steps", "64", "--eval-episodes", "2",
-        "--num-eval-envs", "2", "--progress", "false"]
+FAST = [
+    "--total-steps",
+    "512",
+    "--num-envs",
+    "4",
+    "--num-steps",
+    "64",
+    "--eval-episodes",
+    "2",
+    "--num-eval-envs",
+    "2",
+    "--progress",
+    "false",
+]
 
 
 def run_cli(capsys, *argv):
@@ -39,24 +51,36 @@ def test_unknown_algorithm_suggests(capsys):
 
 
 def test_unknown_env_suggests_closest_ids(capsys, tmp_path):
-    line = one_line_error(capsys, "train", "--env", "CartPol-v1", "--logdir", str(tmp_path), match="unknown environment")
+    line = one_line_error(
+        capsys, "train", "--env", "CartPol-v1", "--logdir", str(tmp_path), match="unknown environment"
+    )
     assert "CartPole-v1" in line
 
 
 def test_unsupported_space_names_supported_ones(capsys, tmp_path):
-    one_line_error(capsys, "train", "--env", "RlpgTestDictObs-v0", "--logdir", str(tmp_path),
-                   match="rlpg supports observations: Box, Discrete")
+    one_line_error(
+        capsys,
+        "train",
+        "--env",
+        "RlpgTestDictObs-v0",
+        "--logdir",
+        str(tmp_path),
+        match="rlpg supports observations: Box, Discrete",
+    )
 
 
-@pytest.mark.parametrize("flags, match", [
-    (["--num-minibatches", "7"], "does not divide the batch size"),
-    (["--learning-rate", "-1"], "--learning-rate must be > 0"),
-    (["--num-envs", "0"], "--num-envs must be > 0"),
-    (["--gamma", "1.5"], "--gamma must lie in [0.0, 1.0]"),
-    (["--optimizer", "adagrad"], "--optimizer must be one of"),
-    (["--backend", "torch", "--env", "LunarLander-v3"], "torch-native environment"),
-    (["--freeze", "actor.bogus"], "matches no parameter"),
-])
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--num-minibatches", "7"], "does not divide the batch size"),
+        (["--learning-rate", "-1"], "--learning-rate must be > 0"),
+        (["--num-envs", "0"], "--num-envs must be > 0"),
+        (["--gamma", "1.5"], "--gamma must lie in [0.0, 1.0]"),
+        (["--optimizer", "adagrad"], "--optimizer must be one of"),
+        (["--backend", "torch", "--env", "LunarLander-v3"], "torch-native environment"),
+        (["--freeze", "actor.bogus"], "matches no parameter"),
+    ],
+)
 def test_bad_hyperparameters(capsys, tmp_path, flags, match):
     one_line_error(capsys, "train", "--logdir", str(tmp_path), *FAST, *flags, match=match)
 
@@ -70,15 +94,26 @@ def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
 
 
 def test_non_finite_loss_is_reported_and_parameters_stay_finite(capsys, tmp_path):
-    one_line_error(capsys, "train", "--env", "RlpgTestNaNReward-v0", "--logdir", str(tmp_path), "--run-name", "nan",
-                   *FAST, match="non-finite")
+    one_line_error(
+        capsys,
+        "train",
+        "--env",
+        "RlpgTestNaNReward-v0",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "nan",
+        *FAST,
+        match="non-finite",
+    )
     saved = checkpoint.load(tmp_path / "nan" / "last.pt")
     assert all(torch.isfinite(v).all() for v in saved["policy"].values())
 
 
 def test_train_eval_json_and_export(capsys, tmp_path):
-    code, out, _ = run_cli(capsys, "train", "--env", "CartPole-v1", "--logdir", str(tmp_path), "--run-name", "ok",
-                           *FAST)
+    code, out, _ = run_cli(
+        capsys, "train", "--env", "CartPole-v1", "--logdir", str(tmp_path), "--run-name", "ok", *FAST
+    )
     assert code == 0 and "deterministic eval return" in out
     run = tmp_path / "ok"
     assert (run / "last.pt").is_file() and (run / "best.pt").is_file() and (run / "config.json").is_file()
@@ -91,8 +126,19 @@ def test_train_eval_json_and_export(capsys, tmp_path):
 def test_export_onnx_matches_torch(capsys, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    code, _, _ = run_cli(capsys, "train", "--env", "Pendulum-v1", "--normalize-obs", "true", "--logdir",
-                         str(tmp_path), "--run-name", "x", *FAST)
+    code, _, _ = run_cli(
+        capsys,
+        "train",
+        "--env",
+        "Pendulum-v1",
+        "--normalize-obs",
+        "true",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "x",
+        *FAST,
+    )
     assert code == 0
     code, out, _ = run_cli(capsys, "export", str(tmp_path / "x"), "-o", str(tmp_path / "pi.onnx"))
     assert code == 0 and (tmp_path / "pi.onnx").is_file()
@@ -106,10 +152,32 @@ def test_export_onnx_matches_torch(capsys, tmp_path):
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "rlpg.cli", "train", "--env", "CartPole-v1", "--backend", "torch",
-                             "--total-steps", "100000000", "--logdir", str(tmp_path), "--run-name", "int",
-                             "--progress", "false", "--eval-interval", "0"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "rlpg.cli",
+            "train",
+            "--env",
+            "CartPole-v1",
+            "--backend",
+            "torch",
+            "--total-steps",
+            "100000000",
+            "--logdir",
+            str(tmp_path),
+            "--run-name",
+            "int",
+            "--progress",
+            "false",
+            "--eval-interval",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     events = Path(tmp_path / "int")
     deadline = time.time() + 120
 

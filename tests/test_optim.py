@@ -60,8 +60,9 @@ def test_clip_by_value_then_norm():
     grads = hand_grads(net, x, scale=10.0)
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     opt = torch.optim.SGD(net.parameters(), lr=1.0)
-    total, _ = step_with_clip(opt, loss_of(net, x, 10.0), list(net.named_parameters()), max_grad_norm=None,
-                              clip_value=0.05)
+    total, _ = step_with_clip(
+        opt, loss_of(net, x, 10.0), list(net.named_parameters()), max_grad_norm=None, clip_value=0.05
+    )
     for n, p in net.named_parameters():
         torch.testing.assert_close(before[n] - p.detach(), grads[n].clamp(-0.05, 0.05))
     assert total > 0.05  # reported norm is before clipping
@@ -71,8 +72,9 @@ def test_no_clipping_below_threshold():
     net, x = setup()
     grads = hand_grads(net, x)
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
-    step_with_clip(torch.optim.SGD(net.parameters(), lr=1.0), loss_of(net, x), list(net.named_parameters()),
-                   max_grad_norm=1e9)
+    step_with_clip(
+        torch.optim.SGD(net.parameters(), lr=1.0), loss_of(net, x), list(net.named_parameters()), max_grad_norm=1e9
+    )
     for n, p in net.named_parameters():
         torch.testing.assert_close(before[n] - p.detach(), grads[n])
 
@@ -94,10 +96,10 @@ def test_optimizers_reduce_a_quadratic(name):
     opt = make_optimizer(name, [w], lr=0.05, momentum=0.9)
     if name == "sgd":
         assert opt.param_groups[0]["momentum"] == 0.9
-    start = (w ** 2).sum().item()
+    start = (w**2).sum().item()
     for _ in range(50):
-        step_with_clip(opt, (w ** 2).sum(), [("w", w)], max_grad_norm=None)
-    assert (w ** 2).sum().item() < 0.1 * start
+        step_with_clip(opt, (w**2).sum(), [("w", w)], max_grad_norm=None)
+    assert (w**2).sum().item() < 0.1 * start
 
 
 def test_frozen_parameters_are_excluded_and_unchanged():

@@ -10,11 +10,14 @@ from rlpg.policies import LOG_STD_MIN, ActorCritic, MultiCategorical, detached, 
 BOX = gym.spaces.Box(-1, 1, (3,), np.float32)
 
 
-@pytest.mark.parametrize("space, action_shape, dtype", [
-    (gym.spaces.Discrete(4), (), torch.int64),
-    (gym.spaces.Box(-2, 2, (2,), np.float32), (2,), torch.float32),
-    (gym.spaces.MultiDiscrete([3, 2, 5]), (3,), torch.int64),
-])
+@pytest.mark.parametrize(
+    "space, action_shape, dtype",
+    [
+        (gym.spaces.Discrete(4), (), torch.int64),
+        (gym.spaces.Box(-2, 2, (2,), np.float32), (2,), torch.float32),
+        (gym.spaces.MultiDiscrete([3, 2, 5]), (3,), torch.int64),
+    ],
+)
 def test_heads_shapes_and_log_probs(space, action_shape, dtype):
     torch.manual_seed(0)
     pi = ActorCritic(BOX, space, (16,))
@@ -71,11 +74,25 @@ def test_actor_and_critic_parameter_lists_are_explicit_and_disjoint():
 def test_freeze_for_fine_tuning():
     pi = ActorCritic(BOX, gym.spaces.Discrete(2), (8, 8))
     names = freeze(pi, ["actor.net.0", "critic"])
-    assert names == sorted(["actor.net.0.weight", "actor.net.0.bias", "critic.0.weight", "critic.0.bias",
-                            "critic.2.weight", "critic.2.bias", "critic.4.weight", "critic.4.bias"])
+    assert names == sorted(
+        [
+            "actor.net.0.weight",
+            "actor.net.0.bias",
+            "critic.0.weight",
+            "critic.0.bias",
+            "critic.2.weight",
+            "critic.2.bias",
+            "critic.4.weight",
+            "critic.4.bias",
+        ]
+    )
     assert not pi.actor.net[0].weight.requires_grad and pi.actor.net[2].weight.requires_grad
-    assert [n for n, _ in pi.actor_parameters()] == ["actor.net.2.weight", "actor.net.2.bias",
-                                                      "actor.net.4.weight", "actor.net.4.bias"]
+    assert [n for n, _ in pi.actor_parameters()] == [
+        "actor.net.2.weight",
+        "actor.net.2.bias",
+        "actor.net.4.weight",
+        "actor.net.4.bias",
+    ]
     with pytest.raises(ConfigError, match="matches no parameter"):
         freeze(pi, ["actor.nope"])
 

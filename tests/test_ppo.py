@@ -21,8 +21,9 @@ def make_batch(policy, size=16, seed=0):
         # an "old" policy that differs, so some ratios fall outside the clip range
         logp = d.log_prob(actions) + 0.5 * torch.randn(size, generator=g)
         values = policy.value(obs) + torch.randn(size, generator=g)
-    return Batch(obs, actions, logp, values, advantages=torch.randn(size, generator=g),
-                 returns=torch.randn(size, generator=g))
+    return Batch(
+        obs, actions, logp, values, advantages=torch.randn(size, generator=g), returns=torch.randn(size, generator=g)
+    )
 
 
 def test_clipped_surrogate_and_value_loss_match_hand_computation():
@@ -78,8 +79,9 @@ def test_config_rejects_bad_values():
 @pytest.mark.slow
 def test_ppo_learns_cartpole_gymnasium_backend(tmp_path):
     """The issue's bar: rl-zoo's settings, 100k steps, deterministic eval >= 475 over 20 episodes."""
-    result = rlpg.train("ppo", "CartPole-v1", backend="gymnasium", seed=1, logdir=str(tmp_path), progress=False,
-                        torch_threads=1)
+    result = rlpg.train(
+        "ppo", "CartPole-v1", backend="gymnasium", seed=1, logdir=str(tmp_path), progress=False, torch_threads=1
+    )
     assert result.global_step <= 100_096
     assert result.eval_mean_return >= 475, result.eval_mean_return
 

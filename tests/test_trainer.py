@@ -10,8 +10,9 @@ import rlpg
 from rlpg import checkpoint
 from rlpg.envs import make
 
-SHORT = dict(total_steps=1024, num_envs=4, num_steps=64, eval_episodes=2, num_eval_envs=2, progress=False,
-             eval_interval=0)
+SHORT = dict(
+    total_steps=1024, num_envs=4, num_steps=64, eval_episodes=2, num_eval_envs=2, progress=False, eval_interval=0
+)
 
 
 def scalars(run_dir):
@@ -21,12 +22,23 @@ def scalars(run_dir):
 
 
 def test_tensorboard_tags_include_every_parameter_grad_norm(tmp_path):
-    result = rlpg.train("ppo", "CartPole-v1", backend="gymnasium", logdir=str(tmp_path), run_name="r",
-                        histogram_interval=8, **SHORT)
+    result = rlpg.train(
+        "ppo", "CartPole-v1", backend="gymnasium", logdir=str(tmp_path), run_name="r", histogram_interval=8, **SHORT
+    )
     tags = scalars(result.run_dir)
-    required = ["rollout/episodic_return", "rollout/episodic_length", "time/sps", "train/policy_loss",
-                "train/value_loss", "train/entropy", "train/approx_kl", "train/clip_fraction",
-                "train/explained_variance", "train/learning_rate", "grad_norm/total"]
+    required = [
+        "rollout/episodic_return",
+        "rollout/episodic_length",
+        "time/sps",
+        "train/policy_loss",
+        "train/value_loss",
+        "train/entropy",
+        "train/approx_kl",
+        "train/clip_fraction",
+        "train/explained_variance",
+        "train/learning_rate",
+        "grad_norm/total",
+    ]
     for tag in required:
         assert tag in tags, tag
     names = [n for n, _ in result.policy.named_parameters()]
@@ -61,8 +73,9 @@ def test_same_seed_same_run(tmp_path):
 
 
 def test_save_then_load_gives_identical_actions(tmp_path):
-    result = rlpg.train("ppo", "Pendulum-v1", backend="torch", normalize_obs=True, logdir=str(tmp_path),
-                        run_name="p", **SHORT)
+    result = rlpg.train(
+        "ppo", "Pendulum-v1", backend="torch", normalize_obs=True, logdir=str(tmp_path), run_name="p", **SHORT
+    )
     loaded = rlpg.load_policy(result.run_dir / "last.pt")
     env = make("Pendulum-v1", 5, backend="torch", normalize_obs=False)
     raw, _ = env.reset(seed=0)
@@ -83,8 +96,16 @@ def test_save_then_load_gives_identical_actions(tmp_path):
 
 def test_freeze_and_init_from_fine_tune(tmp_path):
     base = rlpg.train("ppo", "CartPole-v1", backend="torch", logdir=str(tmp_path), run_name="base", **SHORT)
-    tuned = rlpg.train("ppo", "CartPole-v1", backend="torch", logdir=str(tmp_path), run_name="ft",
-                       init_from=str(base.run_dir), freeze=("actor.net.0", "actor.net.2"), **SHORT)
+    tuned = rlpg.train(
+        "ppo",
+        "CartPole-v1",
+        backend="torch",
+        logdir=str(tmp_path),
+        run_name="ft",
+        init_from=str(base.run_dir),
+        freeze=("actor.net.0", "actor.net.2"),
+        **SHORT,
+    )
     pre = dict(base.policy.named_parameters())
     post = dict(tuned.policy.named_parameters())
     for n in ("actor.net.0.weight", "actor.net.0.bias", "actor.net.2.weight"):
@@ -96,8 +117,16 @@ def test_freeze_and_init_from_fine_tune(tmp_path):
 
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
 def test_other_optimizers_train(tmp_path, optimizer):
-    result = rlpg.train("ppo", "CartPole-v1", backend="torch", optimizer=optimizer, learning_rate=1e-3,
-                        logdir=str(tmp_path), run_name=optimizer, **SHORT)
+    result = rlpg.train(
+        "ppo",
+        "CartPole-v1",
+        backend="torch",
+        optimizer=optimizer,
+        learning_rate=1e-3,
+        logdir=str(tmp_path),
+        run_name=optimizer,
+        **SHORT,
+    )
     opt = result.agent.optimizer
     assert type(opt).__name__.lower() == optimizer
     assert opt.param_groups[0]["momentum"] == 0.9
