@@ -20,6 +20,8 @@ from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
 from rlpg.policies import ActorCritic
 from rlpg.types import Batch, Rollout
 
+STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+
 
 @dataclass
 class PPOConfig(AgentConfig):
@@ -91,7 +93,7 @@ class PPO:
         size = len(batch)
         mb_size = size // c.num_minibatches
         meter = GradNormMeter([n for n, _ in self.params])
-        sums: dict[str, Tensor] = {}
+        sums: Tensor | None = None
         steps = 0
         epochs = 0
         for _ in range(c.update_epochs):
@@ -125,19 +127,15 @@ class PPO:
                 )
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - logratio).mean()  # k3 estimator (Schulman, "Approximating KL")
-                    stats = {
-                        "policy_loss": pg_loss,
-                        "value_loss": v_loss,
-                        "entropy": entropy,
-                        "approx_kl": approx_kl,
-                        "clip_fraction": ((ratio - 1).abs() > clip).float().mean(),
-                    }
-                for k, v in stats.items():
-                    sums[k] = sums.get(k, 0) + v.detach()
+                    clip_frac = ((ratio - 1).abs() > clip).float().mean()
+                    stats = torch.stack([pg_loss, v_loss, entropy, approx_kl, clip_frac])
+                sums = stats if sums is None else sums + stats
                 steps += 1
             if c.target_kl is not None and approx_kl > c.target_kl:  # one sync per epoch, only when enabled
                 break
-        metrics = {f"train/{k}": v / steps for k, v in sums.items()}
+        assert sums is not None
+        means = sums / steps
+        metrics = {f"train/{k}": means[i] for i, k in enumerate(STATS)}
         metrics["train/explained_variance"] = explained_variance(batch.values, batch.returns)
         metrics["train/learning_rate"] = torch.tensor(lr)
         metrics["train/clip_coef"] = torch.tensor(clip)

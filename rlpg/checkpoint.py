@@ -155,9 +155,8 @@ class TrainedPolicy:
     __call__ = predict
 
 
-def load_policy(path: str | Path, device: str | torch.device = "cpu") -> TrainedPolicy:
-    """The policy saved in a checkpoint or run directory (best.pt, else last.pt), ready to act."""
-    payload = load(path, map_location=device)
+def build_policy(payload: dict[str, Any], device: str | torch.device = "cpu") -> ActorCritic:
+    """The ActorCritic a checkpoint describes (its spaces and architecture), with its weights, in eval mode."""
     cfg = payload["config"]["train"]
     policy = ActorCritic(
         space_from_dict(payload["spaces"]["observation"]),
@@ -172,6 +171,12 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Trained
         raise CheckpointError(
             f"checkpoint weights do not fit the policy it describes: {str(e).splitlines()[0]}"
         ) from None
-    policy.eval()
+    return policy.eval()
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> TrainedPolicy:
+    """The policy saved in a checkpoint or run directory (best.pt, else last.pt), ready to act."""
+    payload = load(path, map_location=device)
     info = {k: payload.get(k) for k in ("algo", "env_id", "global_step", "eval_mean_return")}
-    return TrainedPolicy(policy, payload.get("normalizer", {}).get("obs_rms"), cfg["clip_obs"], info)
+    obs_rms = payload.get("normalizer", {}).get("obs_rms")
+    return TrainedPolicy(build_policy(payload, device), obs_rms, payload["config"]["train"]["clip_obs"], info)

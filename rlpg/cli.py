@@ -64,7 +64,6 @@ def _train(argv: Sequence[str]) -> int:
 def _eval(argv: Sequence[str]) -> int:
     from rlpg import checkpoint
     from rlpg.envs import load_normalizer_state, make, set_training
-    from rlpg.policies import ActorCritic
     from rlpg.rollout import evaluate
     from rlpg.trainer import resolve_device
 
@@ -96,17 +95,7 @@ def _eval(argv: Sequence[str]) -> int:
     )
     load_normalizer_state(env, payload.get("normalizer", {}))
     set_training(env, False)
-    policy = ActorCritic(
-        env.single_observation_space,
-        env.single_action_space,
-        tuple(cfg["hidden_sizes"]),
-        cfg["activation"],
-        cfg["log_std_init"],
-    ).to(device)
-    try:
-        policy.load_state_dict(payload["policy"])
-    except RuntimeError as e:
-        raise RLPGError(f"{path}: weights do not fit the policy ({str(e).splitlines()[0]})") from None
+    policy = checkpoint.build_policy(payload, device)
     returns = evaluate(env, policy, args.episodes, seed=args.seed, deterministic=not args.stochastic)
     env.close()
     mean, std = float(returns.mean()), float(returns.std(correction=0))

@@ -41,6 +41,9 @@ class TrainResult:
     policy: ActorCritic
     agent: Agent
     interrupted: bool = False
+    train_seconds: float = 0.0
+    """wall time of the training loop (rollouts, updates, logging, periodic evaluation), without set-up and
+    without the final evaluation"""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -218,6 +221,7 @@ class Trainer:
         )
         recent = math.nan
         start = time.perf_counter()
+        train_seconds = 0.0
         interrupted = False
         eval_mean = eval_std = math.nan
         try:
@@ -255,9 +259,11 @@ class Trainer:
                 if self.global_step >= next_ckpt:
                     next_ckpt += cfg.checkpoint_interval
                     checkpoint.save(self.run_dir / "last.pt", self.payload())
+            train_seconds = time.perf_counter() - start
             eval_mean, eval_std = self.run_eval(logger, cfg.eval_episodes)
         except KeyboardInterrupt:
             interrupted = True
+            train_seconds = time.perf_counter() - start
         finally:
             bar.close()
             checkpoint.save(self.run_dir / "last.pt", self.payload(None if interrupted else eval_mean))
@@ -270,5 +276,13 @@ class Trainer:
             self.env.close()
             self.eval_env.close()
         return TrainResult(
-            self.run_dir, self.global_step, eval_mean, eval_std, self.best_eval, self.policy, self.agent, interrupted
+            self.run_dir,
+            self.global_step,
+            eval_mean,
+            eval_std,
+            self.best_eval,
+            self.policy,
+            self.agent,
+            interrupted,
+            train_seconds,
         )

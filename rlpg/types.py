@@ -5,7 +5,7 @@ Shapes (time-major): T = num_steps, N = num_envs, B = T * N, D = obs dim, A = ac
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
@@ -91,7 +91,9 @@ class Batch:
 
     def index(self, idx: Tensor) -> Batch:
         """The minibatch at indices `idx`."""
-        return Batch(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+        return Batch(
+            self.obs[idx], self.actions[idx], self.logp[idx], self.values[idx], self.advantages[idx], self.returns[idx]
+        )
 
 
 class Agent(Protocol):
