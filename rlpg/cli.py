@@ -34,12 +34,12 @@ def _train(argv: Sequence[str]) -> int:
         description=f"Train {known.algo} on a Gymnasium environment. "
         "Unset flags take the tuned preset for the (algo, env) pair, then the defaults.",
     )
-    parser.add_argument("--env", dest="env_id", default=None, metavar="ENV_ID", help="alias of --env-id")
+    parser.add_argument("--env", dest="env_id", default=argparse.SUPPRESS, metavar="ENV_ID", help="alias of --env-id")
     add_arguments(parser, TrainConfig, "training")
     add_arguments(parser, agent_cls, f"{known.algo} hyperparameters")
     args = vars(parser.parse_args(argv))
-    algo = args.pop("algo") or "ppo"
-    cfg, agent_cfg = resolve_configs(algo, args.pop("env_id"), args)
+    algo = args.pop("algo", known.algo)
+    cfg, agent_cfg = resolve_configs(algo, args.pop("env_id", None), args)
     trainer = Trainer(cfg, agent_cfg)
     print(
         f"rlpg: training {cfg.algo} on {cfg.env_id} ({trainer.backend} backend, "

@@ -216,8 +216,8 @@ def _bool(s: str) -> bool:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
-    """One `--field-name` flag per dataclass field; the default is None so that presets can tell which
-    flags the user set."""
+    """One `--field-name` flag per dataclass field. Unset flags stay out of the namespace (SUPPRESS), so presets
+    can tell which flags the user set, and `--max-grad-norm none` can still set a field to None."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     group = parser.add_argument_group(title)
@@ -228,7 +228,7 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: 
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         flag = "--" + f.name.replace("_", "-")
         help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
-        group.add_argument(flag, dest=f.name, default=None, metavar=meta, help=help_text, **kw)
+        group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=meta, help=help_text, **kw)
 
 
 def pick(cls: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -238,10 +238,11 @@ def pick(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 
 def build(cls: type, *layers: dict[str, Any]) -> Any:
-    """Instantiate `cls` from layered overrides (later layers win; None means 'not set')."""
+    """Instantiate `cls` from layered overrides: later layers win; a key that is present counts as set, even to
+    None (so `max_grad_norm=None` disables clipping), a key that is absent does not."""
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged.update({k: v for k, v in pick(cls, layer).items() if v is not None})
+        merged.update(pick(cls, layer))
     hints = typing.get_type_hints(cls)
     for k, v in merged.items():
         if typing.get_origin(hints[k]) is tuple and isinstance(v, list):

@@ -175,10 +175,11 @@ class ActorCritic(nn.Module):
         self.critic = mlp(obs_dim(obs_space), hidden_sizes, 1, activation, 1.0)
 
     def preprocess(self, obs: Tensor) -> Tensor:
-        """[B, *obs_shape] -> [B, D] float."""
+        """[B, *obs_shape] -> [B, D] in the parameters' dtype (float32 unless the policy was cast)."""
+        dtype = self.critic[0].weight.dtype
         if isinstance(self.obs_space, gym.spaces.Discrete):
-            return nn.functional.one_hot(obs.long().reshape(-1), int(self.obs_space.n)).float()
-        return obs.reshape(obs.shape[0], -1).float()
+            return nn.functional.one_hot(obs.long().reshape(-1), int(self.obs_space.n)).to(dtype)
+        return obs.reshape(obs.shape[0], -1).to(dtype)
 
     def dist(self, obs: Tensor) -> Distribution:
         return self.actor(self.preprocess(obs))

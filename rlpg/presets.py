@@ -8,6 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+# Pendulum for NPG and TRPO: a short horizon (gamma 0.9) as in rl-zoo, a wider trust region and a smaller damping
+# than the defaults; 3/3 seeds between -125 and -215 after 500k steps
+_TRUST_REGION_PENDULUM: dict[str, Any] = dict(num_envs=8, num_steps=256, gamma=0.9, gae_lambda=0.95, max_kl=0.02,
+                                              cg_damping=0.01, vf_epochs=10, vf_minibatches=8, total_steps=500_000)
+
 PRESETS: dict[tuple[str, ...], dict[str, Any]] = {
     # rl-zoo's tuned PPO for CartPole-v1 (lin_0.001 learning rate, lin_0.2 clip, batch 256, 20 epochs)
     ("ppo", "CartPole-v1"): dict(
@@ -25,9 +30,11 @@ PRESETS: dict[tuple[str, ...], dict[str, Any]] = {
         clip_vloss=False,
         total_steps=100_000,
     ),
-    # torch-native CartPole: 4x the envs and half the epochs of rl-zoo's settings; 3/3 seeds reach 500 in 100k
-    # steps and the run takes seconds, since stepping 32 tensor envs costs no more than stepping one
-    ("ppo", "CartPole-v1", "torch"): dict(num_envs=32, num_steps=32, num_minibatches=4, update_epochs=10),
+    # torch-native CartPole (the default run): 8x the envs, half the rollout length and half the epochs of rl-zoo's
+    # settings. Stepping 64 tensor envs costs about what stepping one does, so the rollout is cheap; 5/5 seeds reach
+    # a deterministic 500 in 100k steps, in well under 10 s on 2 CPU cores
+    ("ppo", "CartPole-v1", "torch"): dict(num_envs=64, num_steps=16, num_minibatches=4, update_epochs=10,
+                                          eval_interval=50_000),
     ("ppo", "Pendulum-v1"): dict(
         num_envs=4,
         num_steps=1024,
@@ -45,30 +52,10 @@ PRESETS: dict[tuple[str, ...], dict[str, Any]] = {
     # some seeds; scaling the rewards keeps the targets O(1). Measured: 6/6 seeds eval 500 at 100k steps.
     ("trpo", "CartPole-v1"): dict(normalize_reward=True, total_steps=100_000),
     ("npg", "CartPole-v1"): dict(normalize_reward=True, total_steps=100_000),
-    # Pendulum: a short horizon (gamma 0.9) as in rl-zoo, a wider trust region and a smaller damping than
-    # the defaults; 3/3 seeds between -125 and -200 after 500k steps
-    ("trpo", "Pendulum-v1"): dict(
-        num_envs=8,
-        num_steps=256,
-        gamma=0.9,
-        gae_lambda=0.95,
-        max_kl=0.02,
-        cg_damping=0.01,
-        vf_epochs=10,
-        vf_minibatches=8,
-        total_steps=500_000,
-    ),
-    ("npg", "Pendulum-v1"): dict(
-        num_envs=8,
-        num_steps=256,
-        gamma=0.9,
-        gae_lambda=0.95,
-        max_kl=0.02,
-        cg_damping=0.01,
-        vf_epochs=10,
-        vf_minibatches=8,
-        total_steps=500_000,
-    ),
+    ("trpo", "Pendulum-v1"): _TRUST_REGION_PENDULUM,
+    ("npg", "Pendulum-v1"): _TRUST_REGION_PENDULUM,
+    # REINFORCE with its value baseline: 3/3 seeds eval 500 at 500k steps (without reward scaling, 2/3)
+    ("reinforce", "CartPole-v1"): dict(normalize_reward=True, total_steps=500_000),
 }
 
 

@@ -201,7 +201,17 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- loop
     def run(self) -> TrainResult:
         cfg = self.cfg
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.run_name:  # an explicit name may be reused (e.g. to overwrite a run)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        else:  # two runs started in the same second must not share a directory
+            base, n = self.run_dir, 1
+            while True:
+                try:
+                    self.run_dir.mkdir(parents=True, exist_ok=False)
+                    break
+                except FileExistsError:
+                    n += 1
+                    self.run_dir = base.with_name(f"{base.name}_{n}")
         resolved = {"train": to_dict(cfg), "agent": to_dict(self.agent_cfg)}
         (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
         logger = Logger(self.run_dir)

@@ -1,5 +1,7 @@
 """Second-order machinery shared by NPG and TRPO: flat parameter vectors, conjugate gradient, the
-Fisher-vector product, the natural-gradient step and a backtracking line search.
+Fisher-vector product, the natural-gradient step and a backtracking line search. The update steps both
+agents share (the direction, critic fitting, metrics) are in rlpg/trust_update.py, so neither agent
+inherits from the other.
 
 TRPO = `natural_gradient_direction` + `line_search`, two explicit calls (agents/trpo.py); NPG takes the
 direction's full step (agents/npg.py). P below is the number of actor parameters (the flat length).
@@ -11,18 +13,13 @@ silently on custom policies.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
-from rlpg.config import positive
-from rlpg.errors import ConfigError
-from rlpg.optim import GradNormMeter, NamedParams, step_with_clip
 from rlpg.policies import ActorCritic, detached
 
 Avp = Callable[[Tensor], Tensor]
@@ -70,13 +67,19 @@ def conjugate_gradient(Avp: Avp, b: Tensor, iters: int, residual_tol: float = 1e
     boyu-ai/Hands-on-RL#108 (no epsilon in alpha). Syncs with the host once per iteration, for the
     stopping test; the product itself costs far more.
     """
+    x, _, iterations, rr = _cg(Avp, b, iters, residual_tol)
+    return x, iterations, rr
+
+
+def _cg(Avp: Avp, b: Tensor, iters: int, residual_tol: float) -> tuple[Tensor, Tensor, int, Tensor]:
+    """conjugate_gradient, also returning the recursive residual r = b - A x [P]."""
     x = torch.zeros_like(b)
     r = b.clone()  # r = b - A x with x = 0
     p = b.clone()
     rr = r.dot(r)
     i = 0
     if not rr > residual_tol:  # b = 0: x = 0 is exact (and p.Ap would divide 0 by 0)
-        return x, 0, rr
+        return x, r, 0, rr
     for i in range(1, iters + 1):  # noqa: B007 - i is returned
         Ap = Avp(p)
         pAp = p.dot(Ap)
@@ -86,10 +89,10 @@ def conjugate_gradient(Avp: Avp, b: Tensor, iters: int, residual_tol: float = 1e
         r.sub_(alpha * Ap)
         rr_new = r.dot(r)
         if bool(~ok | (rr_new <= residual_tol)):  # the one sync per iteration
-            return x, i, rr_new
+            return x, r, i, rr_new
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x, i, rr
+    return x, r, i, rr
 
 
 def fisher_vector_product(policy: nn.Module, obs: Tensor, params: Sequence[Tensor], damping: float,
@@ -141,8 +144,10 @@ def natural_gradient_direction(fvp: Avp, g: Tensor, max_kl: float, cg_iters: int
     degenerate batch; rll/rllab#24, tensorforce#26 and the negative denominator in sb3-contrib#38 took
     sqrt of it and wrote NaN into the policy) skips the step instead.
     """
-    x, iters, residual = conjugate_gradient(fvp, g, cg_iters, residual_tol)
-    xFx = x.dot(fvp(x))
+    x, r, iters, residual = _cg(fvp, g, cg_iters, residual_tol)
+    # x.Fx = x.(g - r), since CG keeps r = g - F x: one Fisher-vector product fewer than computing F x
+    # (the recursive residual drifts from the true one by rounding only, over 10-20 iterations)
+    xFx = x.dot(g - r)
     skipped = not bool(torch.isfinite(xFx) & (xFx > 0) & torch.isfinite(x).all())  # one sync
     if skipped:
         zero = torch.zeros((), device=g.device)
@@ -210,50 +215,3 @@ def policy_evaluator(policy: ActorCritic, params: Sequence[Tensor], obs: Tensor,
         return objective(dist), kl_divergence(old, dist).mean()
 
     return f_eval
-
-
-def fit_critic(policy: ActorCritic, optimizer: torch.optim.Optimizer, params: NamedParams, obs: Tensor,
-               returns: Tensor, epochs: int, minibatches: int, max_grad_norm: float | None, norm_type: float,
-               clip_value: float | None) -> tuple[Tensor, GradNormMeter]:
-    """Regress V(obs) on `returns` with the critic's own optimizer: `epochs` passes of `minibatches`
-    shuffled minibatches, each a 0.5 * MSE step through step_with_clip (so clipping and the gradient-norm
-    measurement apply). obs: [B, ...]; returns: [B]. Returns (mean value loss, the critic's norm meter)."""
-    meter = GradNormMeter([n for n, _ in params])
-    x = policy.preprocess(obs)  # [B, D], once rather than per minibatch
-    size = x.shape[0]
-    mb = size // minibatches
-    loss_sum = torch.zeros((), device=x.device)
-    for _ in range(epochs):
-        perm = torch.randperm(size, device=x.device)
-        for k in range(minibatches):
-            idx = perm[k * mb:(k + 1) * mb]
-            loss = 0.5 * (policy.critic(x[idx]).squeeze(-1) - returns[idx]).pow(2).mean()
-            meter.add(*step_with_clip(optimizer, loss, params, max_grad_norm, norm_type, clip_value))
-            loss_sum += loss.detach()
-    return loss_sum / (epochs * minibatches), meter
-
-
-def combined_grad_norms(actor_names: Sequence[str], actor_per: Tensor, critic: GradNormMeter,
-                        norm_type: float) -> tuple[list[str], Tensor, Tensor]:
-    """Per-parameter norms of the actor's policy gradient [Pa] and the critic's (mean over its steps) [Pc]
-    as one (names, total, per) triple for `grad_norm_metrics`; the total is the p-norm of all of them."""
-    names = list(actor_names) + critic.names
-    parts = [actor_per] + ([critic.per / critic.count] if critic.per is not None else [])
-    per = torch.cat(parts)
-    total = per.max() if math.isinf(norm_type) else torch.linalg.vector_norm(per, norm_type)
-    return names, total, per
-
-
-def check_trust_region(c: Any) -> None:
-    """The config checks NPGConfig and TRPOConfig share (fields named as in agents/npg.py)."""
-    positive(c, "max_kl", "cg_iters", "vf_epochs", "vf_minibatches", "cg_residual_tol")
-    positive(c, "cg_damping", allow_zero=True)
-    if getattr(c, "kl_guard", 1.0) < 1:
-        raise ConfigError(f"--kl-guard must be >= 1 (a multiple of --max-kl), got {c.kl_guard}")
-
-
-def check_vf_minibatches(vf_minibatches: int, num_envs: int, num_steps: int) -> None:
-    batch = num_envs * num_steps
-    if batch % vf_minibatches:
-        raise ConfigError(f"--vf-minibatches {vf_minibatches} does not divide the batch size "
-                          f"num_envs * num_steps = {batch}; pick a divisor of {batch}")

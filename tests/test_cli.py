@@ -193,3 +193,11 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     saved = checkpoint.load(events / "last.pt")
     assert saved["global_step"] > 0
     assert not [p for p in events.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_flags_can_set_none(capsys, tmp_path):
+    code, _, _ = run_cli(capsys, "train", "--logdir", str(tmp_path), "--run-name", "n", *FAST,
+                         "--max-grad-norm", "none", "--target-kl", "0.5")
+    saved = checkpoint.load(tmp_path / "n" / "last.pt")
+    assert code == 0 and saved["config"]["agent"]["max_grad_norm"] is None
+    assert saved["config"]["agent"]["target_kl"] == 0.5

@@ -140,3 +140,22 @@ def test_other_optimizers_train(tmp_path, optimizer):
     opt = result.agent.optimizer
     assert type(opt).__name__.lower() == optimizer
     assert opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_none_can_be_set_and_presets_layer_under_user_values():
+    from rlpg.trainer import resolve_configs
+
+    cfg, agent = resolve_configs("ppo", "CartPole-v1", {"backend": "gymnasium", "max_grad_norm": None, "gamma": 0.9})
+    assert agent.max_grad_norm is None and agent.gamma == 0.9
+    assert agent.update_epochs == 20 and cfg.num_envs == 8  # rl-zoo preset for the gymnasium backend
+    cfg, agent = resolve_configs("ppo", "CartPole-v1", {})
+    assert cfg.backend == "auto" and cfg.num_envs == 64 and agent.max_grad_norm == 0.5  # torch preset
+
+
+def test_runs_started_together_get_their_own_directories(tmp_path):
+    from rlpg.trainer import Trainer, resolve_configs
+
+    cfg, agent = resolve_configs("ppo", "CartPole-v1", dict(SHORT, logdir=str(tmp_path), total_steps=256))
+    a, b = Trainer(cfg, agent), Trainer(cfg, agent)
+    ra, rb = a.run(), b.run()
+    assert ra.run_dir != rb.run_dir and ra.run_dir.is_dir() and rb.run_dir.is_dir()

@@ -1,0 +1,98 @@
+"""Natural Policy Gradient (Kakade 2001) with the KL-radius step of TRPO's appendix C ("truncated NPG").
+
+    g    = grad_theta mean(ratio * A),  ratio = exp(logp_theta - logp_old)   (= 1 at theta_old)
+    x    = CG(F + damping I, g)         F v by double backprop of the mean KL, see rlpg.trust_region
+    step = sqrt(2 max_kl / x.F x) * x   so that 0.5 step.F step = max_kl
+
+The critic is fitted afterwards by its own first-order optimizer on the GAE returns. Unlike TRPO there
+is no line search: the step is taken whole, unless x.F x is not positive and finite (skipped) or the
+KL measured after the step is not finite or above `kl_guard * max_kl` (undone). Both are reported:
+`train/step_skipped`, `train/line_search_accepted` (0 when undone; `train/line_search_steps` is 1 when
+the step was evaluated, as if a line search of one candidate); `train/step_size` is the L2 norm of the
+parameter change actually made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlpg.advantage import gae
+from rlpg.config import AgentConfig
+from rlpg.optim import make_optimizer
+from rlpg.policies import ActorCritic
+from rlpg.trust_region import set_flat_params
+from rlpg.trust_update import check_trust_region, check_vf_minibatches, finish_update, natural_direction
+from rlpg.types import Batch, Rollout
+
+
+@dataclass
+class NPGConfig(AgentConfig):
+    """NPG hyperparameters (defaults tuned on CartPole-v1 and Pendulum-v1, see rlpg presets)."""
+
+    gae_lambda: float = 0.97
+    """GAE lambda (1 = Monte Carlo returns, 0 = one-step TD)"""
+    learning_rate: float = 1e-3
+    """learning rate of the critic's optimizer (the actor's step is set by max_kl)"""
+    max_kl: float = 0.01
+    """KL radius delta of the natural-gradient step: 0.5 step.F step = max_kl"""
+    cg_iters: int = 10
+    """conjugate-gradient iterations (Fisher-vector products) per update"""
+    cg_damping: float = 0.1
+    """damping added to the Fisher matrix: (F + damping I) x = g"""
+    cg_residual_tol: float = 1e-10
+    """stop CG once the squared residual is below this"""
+    kl_guard: float = 2.0
+    """undo the step when the KL measured after it exceeds kl_guard * max_kl (the quadratic model failed)"""
+    vf_epochs: int = 5
+    """passes of the critic's optimizer over the batch per update"""
+    vf_minibatches: int = 8
+    """critic minibatches per pass; must divide the batch size num_envs * num_steps"""
+    norm_adv: bool = True
+    """normalise the advantages over the batch"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_trust_region(self)
+
+    def validate_batch(self, num_envs: int, num_steps: int) -> None:
+        check_vf_minibatches(self.vf_minibatches, num_envs, num_steps)
+
+
+class NPG:
+    """NPG over an ActorCritic: natural-gradient actor step, critic fitted by its own optimizer."""
+
+    def __init__(self, policy: ActorCritic, config: NPGConfig) -> None:
+        self.policy, self.config = policy, config
+        self.actor_named = policy.actor_parameters()
+        self.critic_named = policy.critic_parameters()
+        self.vf_optimizer = make_optimizer(config.optimizer, (p for _, p in self.critic_named), config.learning_rate,
+                                           config.momentum)
+
+    def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
+        c = self.config
+        return gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.dones,
+                   c.gamma, c.gae_lambda)
+
+    def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
+        c = self.config
+        d = natural_direction(self, batch)
+        kl = improvement = torch.zeros((), device=d.x0.device)
+        kept = False
+        if not d.step.skipped:
+            f, kl = d.evaluate(d.x0 + d.step.fullstep)
+            improvement = f - d.f0.detach()
+            kept = bool(torch.isfinite(f) & torch.isfinite(kl) & (kl <= c.kl_guard * c.max_kl))  # one sync
+            if not kept:  # the quadratic model broke down: undo the step
+                set_flat_params(d.params, d.x0)
+                kl = improvement = torch.zeros_like(kl)
+        return finish_update(self, batch, progress, d, kl, improvement, int(not d.step.skipped), kept)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"vf_optimizer": self.vf_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.vf_optimizer.load_state_dict(state["vf_optimizer"])

@@ -1,0 +1,111 @@
+"""REINFORCE (Williams 1992) with reward-to-go and an optional learned value baseline.
+
+    G_t  = r_t + gamma * G_{t+1}, restarted at every episode boundary (rlpg.advantage.discounted_returns)
+    A_t  = G_t - V(s_t) with a baseline, else G_t; normalised over the batch
+    loss = -mean(logp(a_t | s_t) * A_t) - ent_coef * entropy + vf_coef * 0.5 * mean((V(s_t) - G_t)^2)
+
+A termination ends the return. A time-limit truncation, and the end of the rollout, bootstrap the tail
+from V(s_{t+1}) when a baseline exists; without one the unobserved tail is taken as 0 (see
+discounted_returns), so long rollouts (num_steps at least an episode) suit the baseline-free variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rlpg.advantage import discounted_returns, explained_variance, normalize
+from rlpg.config import AgentConfig, positive
+from rlpg.errors import ConfigError
+from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
+from rlpg.policies import ActorCritic
+from rlpg.types import Batch, Rollout
+
+
+@dataclass
+class REINFORCEConfig(AgentConfig):
+    """REINFORCE hyperparameters (defaults tuned on CartPole-v1, see rlpg presets)."""
+
+    learning_rate: float = 1e-3
+    """learning rate of the optimizer"""
+    baseline: bool = True
+    """learn a value baseline V(s): advantage G - V(s), critic regressed on G, tails bootstrapped"""
+    vf_coef: float = 0.5
+    """value loss coefficient (with a baseline)"""
+    ent_coef: float = 0.0
+    """entropy bonus coefficient"""
+    norm_adv: bool = True
+    """normalise the advantages (G or G - V) over the batch"""
+    update_epochs: int = 1
+    """gradient passes over the batch per update (1 = textbook REINFORCE)"""
+    num_minibatches: int = 1
+    """minibatches per pass; must divide the batch size num_envs * num_steps"""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        positive(self, "update_epochs", "num_minibatches")
+        positive(self, "vf_coef", "ent_coef", allow_zero=True)
+
+    def validate_batch(self, num_envs: int, num_steps: int) -> None:
+        batch = num_envs * num_steps
+        if batch % self.num_minibatches:
+            raise ConfigError(f"--num-minibatches {self.num_minibatches} does not divide the batch size "
+                              f"num_envs * num_steps = {batch}; pick a divisor of {batch}")
+
+
+class REINFORCE:
+    """Monte Carlo policy gradient over an ActorCritic; one optimizer (the critic only with a baseline)."""
+
+    def __init__(self, policy: ActorCritic, config: REINFORCEConfig) -> None:
+        self.policy, self.config = policy, config
+        named = policy.actor_parameters() + (policy.critic_parameters() if config.baseline else [])
+        self.params = named
+        self.optimizer = make_optimizer(config.optimizer, (p for _, p in named), config.learning_rate, config.momentum)
+
+    def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
+        """(advantages, returns) [T, N]: A = G - V(s) with a baseline, else A = G; returns = G."""
+        c = self.config
+        returns = discounted_returns(rollout.rewards, rollout.terminated, rollout.truncated,
+                                     rollout.next_values if c.baseline else None, c.gamma)
+        return (returns - rollout.values if c.baseline else returns), returns
+
+    def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
+        c = self.config
+        lr = c.learning_rate * (1.0 - progress) if c.anneal_lr else c.learning_rate
+        set_lr(self.optimizer, lr)
+        adv = normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B], over the whole batch
+        size = len(batch)
+        mb_size = size // c.num_minibatches
+        meter = GradNormMeter([n for n, _ in self.params])
+        sums: dict[str, Tensor] = {}
+        for _ in range(c.update_epochs):
+            perm = torch.randperm(size, device=batch.obs.device) if c.num_minibatches > 1 else None
+            for k in range(c.num_minibatches):
+                idx = perm[k * mb_size:(k + 1) * mb_size] if perm is not None else slice(None)
+                dist = self.policy.dist(batch.obs[idx])
+                pg_loss = -(dist.log_prob(batch.actions[idx]) * adv[idx]).mean()
+                entropy = dist.entropy().mean()
+                loss = pg_loss - c.ent_coef * entropy
+                v_loss = torch.zeros((), device=adv.device)
+                if c.baseline:
+                    v_loss = 0.5 * (self.policy.value(batch.obs[idx]) - batch.returns[idx]).pow(2).mean()
+                    loss = loss + c.vf_coef * v_loss
+                meter.add(*step_with_clip(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type,
+                                          c.clip_value))
+                for key, v in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy)):
+                    sums[key] = sums.get(key, 0) + v.detach()
+        steps = c.update_epochs * c.num_minibatches
+        metrics = {f"train/{k}": v / steps for k, v in sums.items()}
+        metrics["train/explained_variance"] = explained_variance(batch.values, batch.returns)
+        metrics["train/learning_rate"] = torch.tensor(lr)
+        metrics.update(meter.metrics())
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])

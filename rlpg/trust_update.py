@@ -1,0 +1,160 @@
+"""The update steps NPG and TRPO share, around the one place they differ (how the actor moves):
+
+    d = natural_direction(agent, batch)          # surrogate, g, x = CG(F, g), full step, evaluator
+    ...  NPG: take d.step.fullstep whole (guarded); TRPO: line_search(d.evaluate, ...)
+    return finish_update(agent, batch, progress, d, kl, improvement, tried, accepted)
+
+`finish_update` fits the critic with its own optimizer and gathers the metrics. Functions, not a base
+class: each agent's update stays readable on one screen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution
+
+from rlpg.advantage import explained_variance, normalize
+from rlpg.config import positive
+from rlpg.errors import ConfigError
+from rlpg.optim import GradNormMeter, NamedParams, grad_norm_metrics, grad_norms, set_lr, step_with_clip
+from rlpg.policies import ActorCritic, detached
+from rlpg.trust_region import (
+    NaturalStep,
+    fisher_vector_product,
+    flat_grad,
+    flat_params,
+    natural_gradient_direction,
+    policy_evaluator,
+    split_flat,
+)
+from rlpg.types import Batch
+
+
+@dataclass
+class Direction:
+    """The state of an NPG/TRPO update before the actor moves. P = number of actor parameters."""
+
+    params: list[Tensor]
+    x0: Tensor
+    """actor parameters before the step [P]"""
+    old: Distribution
+    """the detached policy before the step"""
+    f0: Tensor
+    """surrogate mean(ratio * A) at x0 (ratio = 1), with its graph"""
+    g: Tensor
+    """gradient of the surrogate [P]"""
+    step: NaturalStep
+    evaluate: Callable[[Tensor], tuple[Tensor, Tensor]]
+    """x [P] -> set the actor to x, return (surrogate, mean KL(old || new))"""
+
+
+def natural_direction(agent: Any, batch: Batch) -> Direction:
+    """g = grad of the surrogate, x = CG(F + damping I, g), full step sqrt(2 max_kl / x.Fx) x (see NaturalStep).
+    `agent` has .policy, .actor_named and a .config with norm_adv, cg_damping, max_kl, cg_iters, cg_residual_tol."""
+    c = agent.config
+    params = [p for _, p in agent.actor_named]
+    adv = normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B]
+
+    def surrogate(dist: Distribution) -> Tensor:  # mean(ratio * A), maximised
+        return ((dist.log_prob(batch.actions) - batch.logp).exp() * adv).mean()
+
+    dist = agent.policy.dist(batch.obs)
+    old = detached(dist)
+    f0 = surrogate(dist)
+    g = flat_grad(f0, params, retain_graph=True)  # [P]
+    fvp = fisher_vector_product(agent.policy, batch.obs, params, c.cg_damping, dist=dist)
+    step = natural_gradient_direction(fvp, g, c.max_kl, c.cg_iters, c.cg_residual_tol)
+    evaluate = policy_evaluator(agent.policy, params, batch.obs, old, surrogate)
+    return Direction(params, flat_params(params), old, f0, g, step, evaluate)
+
+
+def finish_update(agent: Any, batch: Batch, progress: float, d: Direction, kl: Tensor, improvement: Tensor,
+                  tried: int, accepted: bool) -> dict[str, Tensor]:
+    """Fit the critic (its own optimizer, lr annealed by `progress`) and return the update's metrics."""
+    c = agent.config
+    lr = c.learning_rate * (1.0 - progress) if c.anneal_lr else c.learning_rate
+    set_lr(agent.vf_optimizer, lr)
+    v_loss, meter = fit_critic(agent.policy, agent.vf_optimizer, agent.critic_named, batch.obs, batch.returns,
+                               c.vf_epochs, c.vf_minibatches, c.max_grad_norm, c.norm_type, c.clip_value)
+    step_size = torch.linalg.vector_norm(flat_params(d.params) - d.x0)
+    metrics = {
+        "train/policy_loss": -d.f0.detach(),
+        "train/value_loss": v_loss,
+        "train/entropy": d.old.entropy().mean(),
+        "train/explained_variance": explained_variance(batch.values, batch.returns),
+        "train/learning_rate": torch.tensor(lr),
+    }
+    metrics.update(trust_region_metrics(agent.actor_named, d.g, meter, c.norm_type, d.step, kl, improvement, tried,
+                                        accepted, step_size))
+    return metrics
+
+
+def fit_critic(policy: ActorCritic, optimizer: torch.optim.Optimizer, params: NamedParams, obs: Tensor,
+               returns: Tensor, epochs: int, minibatches: int, max_grad_norm: float | None, norm_type: float,
+               clip_value: float | None) -> tuple[Tensor, GradNormMeter]:
+    """Regress V(obs) on `returns` with the critic's own optimizer: `epochs` passes of `minibatches`
+    shuffled minibatches, each a 0.5 * MSE step through step_with_clip (so clipping and the gradient-norm
+    measurement apply). obs: [B, ...]; returns: [B]. Returns (mean value loss, the critic's norm meter)."""
+    meter = GradNormMeter([n for n, _ in params])
+    x = policy.preprocess(obs)  # [B, D], once rather than per minibatch
+    size = x.shape[0]
+    mb = size // minibatches
+    loss_sum = torch.zeros((), device=x.device)
+    for _ in range(epochs):
+        perm = torch.randperm(size, device=x.device)
+        b_x, b_returns = x[perm], returns[perm]  # one gather per epoch; minibatches are contiguous views
+        for k in range(minibatches):
+            mb_slice = slice(k * mb, (k + 1) * mb)
+            loss = 0.5 * (policy.critic(b_x[mb_slice]).squeeze(-1) - b_returns[mb_slice]).pow(2).mean()
+            meter.add(*step_with_clip(optimizer, loss, params, max_grad_norm, norm_type, clip_value))
+            loss_sum += loss.detach()
+    return loss_sum / (epochs * minibatches), meter
+
+
+def trust_region_metrics(actor_named: NamedParams, g: Tensor, critic: GradNormMeter, norm_type: float,
+                         step: NaturalStep, kl: Tensor, improvement: Tensor, tried: int, accepted: bool,
+                         step_size: Tensor) -> dict[str, Tensor]:
+    """The `train/*` trust-region diagnostics and `grad_norm/*` of an NPG or TRPO update.
+
+    grad_norm/<actor param> comes from the surrogate's gradient g [P], grad_norm/<critic param> is the mean
+    over the critic's steps, and grad_norm/total is the p-norm of all of them. Host-known numbers become
+    CPU scalars; everything else stays on the device (no sync).
+    """
+    params = [p for _, p in actor_named]
+    _, actor_per = grad_norms(split_flat(g, params), norm_type)
+    parts = [actor_per] + ([critic.per / critic.count] if critic.per is not None else [])
+    per = torch.cat(parts)
+    total = per.max() if math.isinf(norm_type) else torch.linalg.vector_norm(per, norm_type)
+    metrics = {
+        "train/kl": kl,
+        "train/step_size": step_size,
+        "train/cg_iterations": torch.tensor(float(step.cg_iterations)),
+        "train/cg_residual": step.cg_residual.detach(),
+        "train/line_search_steps": torch.tensor(float(tried)),
+        "train/line_search_accepted": torch.tensor(float(accepted)),
+        "train/surrogate_improvement": improvement,
+        "train/step_skipped": torch.tensor(float(step.skipped)),
+    }
+    metrics.update(grad_norm_metrics([n for n, _ in actor_named] + critic.names, total, per))
+    return metrics
+
+
+def check_trust_region(c: Any) -> None:
+    """The config checks NPGConfig and TRPOConfig share (fields named as in agents/npg.py)."""
+    positive(c, "max_kl", "cg_iters", "vf_epochs", "vf_minibatches", "cg_residual_tol")
+    positive(c, "cg_damping", allow_zero=True)
+    if getattr(c, "kl_guard", 1.0) < 1:
+        raise ConfigError(f"--kl-guard must be >= 1 (a multiple of --max-kl), got {c.kl_guard}")
+
+
+def check_vf_minibatches(vf_minibatches: int, num_envs: int, num_steps: int) -> None:
+    batch = num_envs * num_steps
+    if batch % vf_minibatches:
+        raise ConfigError(f"--vf-minibatches {vf_minibatches} does not divide the batch size "
+                          f"num_envs * num_steps = {batch}; pick a divisor of {batch}")
