@@ -47,6 +47,9 @@ PRESETS: dict[tuple[str, ...], dict[str, Any]] = {
         clip_coef=0.2,
         total_steps=500_000,
     ),
+    # torch-native Pendulum: 4x the envs and 4x larger minibatches, a quarter of the gradient steps, ~3x faster;
+    # seeds 1-5 after 500k steps: -144.3, -145.3, -220.5, -165.4, -195.6 (mean -174)
+    ("ppo", "Pendulum-v1", "torch"): dict(num_envs=16, num_steps=256, num_minibatches=16),
     # NPG / TRPO / REINFORCE (agents/npg.py, trpo.py, reinforce.py). CartPole's returns reach 1 / (1 - gamma)
     # = 100, which saturates the tanh critic (its last hidden layer pinned at +-1, explained variance 0) on
     # some seeds; scaling the rewards keeps the targets O(1). Measured: 6/6 seeds eval 500 at 100k steps.
