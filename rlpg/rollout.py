@@ -37,7 +37,6 @@ class Collector:
         b_obs = torch.empty((T, *obs.shape), dtype=obs.dtype, device=device)
         b_next_obs = torch.empty_like(b_obs)  # s_{t+1} of the same episode: final_obs on done rows
         b_logp = torch.empty((T, N), device=device)
-        b_values = torch.empty((T, N), device=device)
         b_rewards = torch.empty((T, N), device=device)
         b_terminated = torch.empty((T, N), dtype=torch.bool, device=device)
         b_truncated = torch.empty((T, N), dtype=torch.bool, device=device)
@@ -46,10 +45,11 @@ class Collector:
         len_sum = torch.zeros((), device=device)
         count = torch.zeros((), device=device)
         for t in range(T):
-            action, logp, value = self.policy.act(obs)
+            d = self.policy.dist(obs)
+            action = d.sample()
             if b_actions is None:
                 b_actions = torch.empty((T, *action.shape), dtype=action.dtype, device=device)
-            b_obs[t], b_actions[t], b_logp[t], b_values[t] = obs, action, logp, value
+            b_obs[t], b_actions[t], b_logp[t] = obs, action, d.log_prob(action)
             obs, reward, terminated, truncated, info = self.env.step(action)
             b_rewards[t], b_terminated[t], b_truncated[t] = reward, terminated, truncated
             b_next_obs[t] = info.get("final_obs", obs)
@@ -60,14 +60,17 @@ class Collector:
                 count += done.sum()
         self.obs = obs
         assert b_actions is not None
-        # V(s_{t+1}) for all steps in one batched pass: the next state of the same episode, so a
-        # truncated episode bootstraps from V(final_obs) and the last step from V(s_T)
-        next_values = self.policy.value(b_next_obs.reshape(T * N, *obs.shape[1:])).reshape(T, N)
+        # The critic is not needed to act, so V(s_t) and V(s_{t+1}) for all steps come from one batched pass
+        # after the loop instead of T small ones inside it. s_{t+1} is the next state of the same episode
+        # (final_obs on done rows), so a truncated episode bootstraps from V(final_obs) and the last step
+        # from V(s_T).
+        both = torch.cat([b_obs, b_next_obs]).reshape(2 * T * N, *obs.shape[1:])
+        values, next_values = self.policy.value(both).reshape(2, T, N)
         return Rollout(
             b_obs,
             b_actions,
             b_logp,
-            b_values,
+            values,
             next_values,
             b_rewards,
             b_terminated,
