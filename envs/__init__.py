@@ -33,6 +33,12 @@ except ImportError:  # pragma: no cover - only while the native envs are absent
 BACKENDS = ("auto", "torch", "gymnasium")
 
 
+def resolve_backend(env_id: str, backend: str = "auto") -> str:
+    """The backend `make(env_id, backend=...)` uses: "torch" when asked for (or "auto") and rlpg has the task,
+    else "gymnasium"."""
+    return "torch" if backend in ("torch", "auto") and env_id in TORCH_ENVS else "gymnasium"
+
+
 def make(
     env_id: str,
     num_envs: int,
@@ -59,7 +65,7 @@ def make(
     device = torch.device(device)
     if backend == "torch" and env_id not in TORCH_ENVS:
         raise unknown_name("torch-native environment (use --backend gymnasium for other tasks)", env_id, TORCH_ENVS)
-    if backend in ("torch", "auto") and env_id in TORCH_ENVS:
+    if resolve_backend(env_id, backend) == "torch":
         env: Any = TORCH_ENVS[env_id](num_envs, device=device, seed=seed, **(env_kwargs or {}))
     else:
         if env_id not in gymnasium.envs.registry:
@@ -85,6 +91,7 @@ def make(
 __all__ = [
     "make",
     "TORCH_ENVS",
+    "resolve_backend",
     "GymVecEnv",
     "RecordEpisodeStatistics",
     "NormalizeObservation",

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from rlpg import checkpoint
 from rlpg.agents import ALGOS
 from rlpg.config import TrainConfig, build, to_dict
-from rlpg.envs import TORCH_ENVS, load_normalizer_state, make, normalizer_state, set_training
+from rlpg.envs import load_normalizer_state, make, normalizer_state, resolve_backend, set_training
 from rlpg.errors import ConfigError, unknown_name
 from rlpg.logger import Logger, to_host
 from rlpg.policies import ActorCritic, freeze
@@ -77,8 +77,7 @@ def resolve_configs(
     env_id = env_id or overrides.pop("env_id", None) or TrainConfig.env_id
     overrides.pop("env_id", None)
     backend = overrides.get("backend") or "auto"
-    actual = "torch" if backend in ("auto", "torch") and env_id in TORCH_ENVS else "gymnasium"
-    tuned = preset(algo, env_id, actual)
+    tuned = preset(algo, env_id, resolve_backend(env_id, backend))
     known = {f for cls in (TrainConfig, config_cls) for f in cls.__dataclass_fields__}
     unknown = sorted(k for k in overrides if k not in known)
     if unknown:
@@ -140,7 +139,7 @@ class Trainer:
             clip_reward=cfg.clip_reward,
             **common,
         )
-        self.backend = "torch" if cfg.backend != "gymnasium" and cfg.env_id in TORCH_ENVS else "gymnasium"
+        self.backend = resolve_backend(cfg.env_id, cfg.backend)
         self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
         set_training(self.eval_env, False)
         self.policy = ActorCritic(
