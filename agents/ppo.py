@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlpg.advantage import explained_variance, gae, normalize
+from rlpg.advantage import explained_variance, normalize, rollout_gae
 from rlpg.config import AgentConfig, positive
 from rlpg.errors import ConfigError
 from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
@@ -73,16 +73,7 @@ class PPO:
         )
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
-        c = self.config
-        return gae(
-            rollout.rewards,
-            rollout.values,
-            rollout.next_values,
-            rollout.terminated,
-            rollout.dones,
-            c.gamma,
-            c.gae_lambda,
-        )
+        return rollout_gae(rollout, self.config.gamma, self.config.gae_lambda)
 
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlpg.advantage import gae
+from rlpg.advantage import rollout_gae
 from rlpg.config import AgentConfig, in_range, positive
 from rlpg.optim import make_optimizer
 from rlpg.policies import ActorCritic
@@ -76,9 +76,7 @@ class TRPO:
                                            config.momentum)
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
-        c = self.config
-        return gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.dones,
-                   c.gamma, c.gae_lambda)
+        return rollout_gae(rollout, self.config.gamma, self.config.gae_lambda)
 
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlpg.types import Rollout
+
 
 def _check(name: str, x: Tensor, shape: torch.Size) -> None:
     if x.shape != shape:
@@ -47,6 +49,12 @@ def gae(
         last = deltas[t] + gamma * gae_lambda * not_done[t] * last
         advantages[t] = last
     return advantages, advantages + values
+
+
+def rollout_gae(rollout: Rollout, gamma: float, gae_lambda: float) -> tuple[Tensor, Tensor]:
+    """`gae` on a Rollout's fields: (advantages, returns) [T, N]. The advantages() of PPO, NPG and TRPO."""
+    return gae(rollout.rewards, rollout.values, rollout.next_values, rollout.terminated, rollout.dones, gamma,
+               gae_lambda)
 
 
 def discounted_returns(

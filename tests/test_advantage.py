@@ -94,3 +94,20 @@ def test_explained_variance():
     y = torch.tensor([1.0, 2.0, 3.0, 4.0])
     assert explained_variance(y, y).item() == pytest.approx(1.0)
     assert explained_variance(torch.full_like(y, 2.5), y).item() == pytest.approx(0.0)
+
+
+def test_rollout_gae_reads_the_rollout_fields():
+    from rlpg.advantage import rollout_gae
+    from rlpg.types import Rollout
+
+    T, N = 4, 2
+    g = torch.Generator().manual_seed(0)
+    r, v, nv = (torch.rand(T, N, generator=g) for _ in range(3))
+    term = torch.tensor([[False, False], [True, False], [False, False], [False, True]])
+    trunc = torch.tensor([[False, True], [False, False], [False, False], [False, False]])
+    z = torch.zeros(())
+    rollout = Rollout(torch.zeros(T, N, 1), torch.zeros(T, N), torch.zeros(T, N), v, nv, r, term, trunc, z, z, z)
+    adv, ret = rollout_gae(rollout, 0.9, 0.8)
+    ref_adv, ref_ret = gae(r, v, nv, term, term | trunc, 0.9, 0.8)
+    torch.testing.assert_close(adv, ref_adv)
+    torch.testing.assert_close(ret, ref_ret)
