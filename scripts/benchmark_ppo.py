@@ -20,46 +20,30 @@ import time
 import torch
 
 import rlpg
+from rlpg.presets import PRESETS
 
+# rlpg's preset for CartPole-v1 is rl-zoo's tuned PPO; the SB3 side reads the same values from it, so the two
+# cannot drift apart. It pins every setting the torch-backend preset changes, so both rlpg backends run it.
+PRESET = PRESETS[("ppo", "CartPole-v1")]
 ZOO = dict(
-    n_envs=8,
-    n_steps=32,
-    batch_size=256,
-    gae_lambda=0.8,
-    gamma=0.98,
-    n_epochs=20,
-    ent_coef=0.0,
-    lr=1e-3,
-    clip=0.2,
-    total=100_000,
+    n_envs=PRESET["num_envs"],
+    n_steps=PRESET["num_steps"],
+    batch_size=PRESET["num_envs"] * PRESET["num_steps"] // PRESET["num_minibatches"],
+    gae_lambda=PRESET["gae_lambda"],
+    gamma=PRESET["gamma"],
+    n_epochs=PRESET["update_epochs"],
+    ent_coef=PRESET["ent_coef"],
+    lr=PRESET["learning_rate"],
+    clip=PRESET["clip_coef"],
+    total=PRESET["total_steps"],
 )
+assert PRESET["anneal_lr"] and PRESET["anneal_clip"] and not PRESET["clip_vloss"]  # as SB3 is set up below
 
 
 def run_rlpg(seed: int, backend: str, total: int, device: str) -> tuple[float, float]:
-    result = rlpg.train(
-        "ppo",
-        "CartPole-v1",
-        backend=backend,
-        seed=seed,
-        total_steps=total,
-        num_envs=ZOO["n_envs"],
-        num_steps=ZOO["n_steps"],
-        num_minibatches=ZOO["n_envs"] * ZOO["n_steps"] // ZOO["batch_size"],
-        update_epochs=ZOO["n_epochs"],
-        gamma=ZOO["gamma"],
-        gae_lambda=ZOO["gae_lambda"],
-        learning_rate=ZOO["lr"],
-        anneal_lr=True,
-        clip_coef=ZOO["clip"],
-        anneal_clip=True,
-        clip_vloss=False,
-        ent_coef=ZOO["ent_coef"],
-        eval_interval=0,
-        eval_episodes=20,
-        progress=False,
-        logdir="/tmp/rlpg-bench",
-        device=device,
-    )
+    settings = {**PRESET, "total_steps": total, "eval_interval": 0, "eval_episodes": 20}
+    result = rlpg.train("ppo", "CartPole-v1", backend=backend, seed=seed, progress=False, logdir="/tmp/rlpg-bench",
+                        device=device, **settings)
     return result.global_step / result.train_seconds, result.eval_mean_return
 
 
