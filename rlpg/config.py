@@ -100,6 +100,9 @@ class TrainConfig:
     torch_threads: int = 1
     """CPU threads for torch ops (0: torch's default of one per core). 1 suits small MLPs: extra OpenMP threads
     add little and, when the cores are shared with env workers or other jobs, can slow a run down many times"""
+    keep_heap: bool = True
+    """glibc: keep freed memory in malloc's heap for reuse (rlpg.runtime.keep_heap_memory) rather than page-faulting
+    every large tensor in again; the process keeps its peak memory until it exits"""
     async_envs: bool = False
     """gymnasium backend: step environments in subprocesses (AsyncVectorEnv)"""
     normalize_obs: bool = False

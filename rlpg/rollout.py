@@ -60,12 +60,7 @@ class Collector:
                 count += done.sum()
         self.obs = obs
         assert b_actions is not None
-        # The critic is not needed to act, so V(s_t) and V(s_{t+1}) for all steps come from one batched pass
-        # after the loop instead of T small ones inside it. s_{t+1} is the next state of the same episode
-        # (final_obs on done rows), so a truncated episode bootstraps from V(final_obs) and the last step
-        # from V(s_T).
-        both = torch.cat([b_obs, b_next_obs]).reshape(2 * T * N, *obs.shape[1:])
-        values, next_values = self.policy.value(both).reshape(2, T, N)
+        values, next_values = critic_values(self.policy, b_obs, b_next_obs, obs, b_terminated | b_truncated)
         return Rollout(
             b_obs,
             b_actions,
@@ -79,6 +74,35 @@ class Collector:
             len_sum,
             count,
         )
+
+
+def critic_values(
+    policy: ActorCritic, obs: Tensor, next_obs: Tensor, last_obs: Tensor, dones: Tensor, gather: bool | None = None
+) -> tuple[Tensor, Tensor]:
+    """V(s_t) and V(s_{t+1}) of the same episode for a rollout, in batched critic passes after the loop (the
+    critic is not needed to act, so this replaces T small passes inside it).
+
+    obs, next_obs: [T, N, D], next_obs holding final_obs where the episode ended; last_obs: s_T [N, D];
+    dones: [T, N]. Returns values, next_values [T, N]: a truncated episode bootstraps from V(final_obs), the
+    last step from V(s_T). Where an episode went on, s_{t+1} is obs[t+1], so one pass over s_0..s_T gives
+    both, and only the few done rows need V(final_obs): `gather` (default: on the CPU) evaluates just those,
+    which halves the critic's work but needs their count on the host; on an accelerator that would stall the
+    device, so there the critic runs over every next_obs row in the same pass instead.
+    """
+    T, N = dones.shape
+    flat = obs.shape[2:]
+    if gather is None:
+        gather = obs.device.type == "cpu"
+    if not gather:
+        both = torch.cat([obs, next_obs]).reshape(2 * T * N, *flat)
+        values, next_values = policy.value(both).reshape(2, T, N)
+        return values, next_values
+    ext = policy.value(torch.cat([obs.reshape(T * N, *flat), last_obs])).reshape(T + 1, N)
+    next_values = ext[1:].clone()
+    rows = dones.reshape(-1).nonzero().squeeze(1)
+    if len(rows):
+        next_values.view(-1)[rows] = policy.value(next_obs.reshape(T * N, *flat)[rows])
+    return ext[:-1], next_values
 
 
 @torch.no_grad()

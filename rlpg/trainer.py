@@ -26,6 +26,7 @@ from rlpg.logger import Logger, to_host
 from rlpg.policies import ActorCritic, freeze
 from rlpg.presets import preset
 from rlpg.rollout import Collector, evaluate
+from rlpg.runtime import keep_heap_memory
 from rlpg.types import Agent, Batch, Rollout
 
 
@@ -121,6 +122,8 @@ class Trainer:
         self.device = resolve_device(cfg.device)
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
+        if cfg.keep_heap:
+            keep_heap_memory()
         seed_everything(cfg.seed)
         gamma = getattr(agent_cfg, "gamma", 0.99)
         common = dict(

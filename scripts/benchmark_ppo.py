@@ -21,6 +21,7 @@ import torch
 
 import rlpg
 from rlpg.presets import PRESETS
+from rlpg.runtime import keep_heap_memory
 
 # rlpg's preset for CartPole-v1 is rl-zoo's tuned PPO; the SB3 side reads the same values from it, so the two
 # cannot drift apart. It pins every setting the torch-backend preset changes, so both rlpg backends run it.
@@ -127,33 +128,53 @@ def sb3_throughput(n_envs: int, n_steps: int, batch_size: int, n_epochs: int, it
 
 
 def main_throughput(args: argparse.Namespace) -> None:
+    """Each repeat measures every column once, interleaved, so machine noise hits them alike; the table shows
+    the median over the repeats and the ratios of those medians."""
     print(
         f"end-to-end PPO training steps/s on CartPole-v1 (num_steps 16, 4 minibatches, {args.epochs} epoch(s); "
-        f"device {args.device}, {torch.get_num_threads()} torch thread(s))"
+        f"device {args.device}, {torch.get_num_threads()} torch thread(s), median of {args.repeats} repeats)"
     )
-    nan = float("nan")
-    zoo = nan
     try:
-        zoo = sb3_throughput(ZOO["n_envs"], ZOO["n_steps"], ZOO["batch_size"], ZOO["n_epochs"], 40, args.device)
-        print(f"stable-baselines3 with rl-zoo's CartPole settings (8 envs, batch 256, 20 epochs): {zoo:,.0f} steps/s")
+        import stable_baselines3  # noqa: F401
+
+        has_sb3 = True
     except ImportError:
+        has_sb3 = False
         print("stable-baselines3 is not installed: no SB3 columns")
+    zoo: list[float] = []
+    cols: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.repeats):
+        if has_sb3:  # rl-zoo's settings, 100 updates of 256 steps (SB3 needs ~20 s for the full 100k on 2 cores)
+            zoo.append(
+                sb3_throughput(ZOO["n_envs"], ZOO["n_steps"], ZOO["batch_size"], ZOO["n_epochs"], 100, args.device)
+            )
+        for n in args.num_envs:
+            cols.setdefault(("torch", n), []).append(throughput(n, "torch", args.iterations, args.device, args.epochs))
+            if n <= args.max_gym_envs:
+                its = max(2, args.iterations // 4)
+                cols.setdefault(("gym", n), []).append(throughput(n, "gymnasium", its, args.device, args.epochs))
+                if has_sb3:
+                    cols.setdefault(("sb3", n), []).append(
+                        sb3_throughput(n, 16, n * 16 // 4, args.epochs, its, args.device)
+                    )
+    nan = float("nan")
+    med = {k: statistics.median(v) for k, v in cols.items()}
+    zoo_sps = statistics.median(zoo) if zoo else nan
+    if zoo:
+        print(
+            f"stable-baselines3 with rl-zoo's CartPole settings (8 envs, batch 256, 20 epochs): {zoo_sps:,.0f} steps/s "
+            f"(repeats: {', '.join(f'{z:,.0f}' for z in zoo)})"
+        )
     print("SB3 same = SB3 PPO with the same envs/steps/minibatches/epochs as the row (DummyVecEnv)")
     print(
         f"{'num_envs':>9}{'rlpg torch':>12}{'rlpg gym':>10}{'SB3 same':>10}{'torch/gym':>10}{'torch/SB3 same':>15}"
         f"{'torch/SB3 zoo':>14}"
     )
     for n in args.num_envs:
-        t_sps = throughput(n, "torch", args.iterations, args.device, args.epochs)
-        g_sps = s_sps = nan
-        if n <= args.max_gym_envs:
-            g_sps = throughput(n, "gymnasium", max(2, args.iterations // 4), args.device, args.epochs)
-            if zoo == zoo:  # SB3 is installed
-                s_sps = sb3_throughput(n, 16, n * 16 // 4, args.epochs, max(2, args.iterations // 4), args.device)
+        t_sps, g_sps, s_sps = med[("torch", n)], med.get(("gym", n), nan), med.get(("sb3", n), nan)
         print(
             f"{n:>9}{t_sps:>12,.0f}{g_sps:>10,.0f}{s_sps:>10,.0f}{t_sps / g_sps:>9.1f}x{t_sps / s_sps:>14.1f}x"
-            f"{t_sps / zoo:>13.1f}x",
-            flush=True,
+            f"{t_sps / zoo_sps:>13.1f}x"
         )
 
 
@@ -173,8 +194,13 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=8, help="--throughput: timed updates per point")
     p.add_argument("--epochs", type=int, default=1, help="--throughput: PPO epochs per update")
     p.add_argument("--max-gym-envs", type=int, default=1024, help="--throughput: largest Gymnasium point")
+    p.add_argument("--repeats", type=int, default=3, help="--throughput: interleaved repeats (median shown)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    # rlpg.train() tunes glibc's malloc for the whole process (TrainConfig.keep_heap); do it before anything runs
+    # so that SB3, in the same process, gets the same allocator from its first step
+    heap = keep_heap_memory()
+    print(f"glibc malloc keeps freed memory for reuse (rlpg.runtime.keep_heap_memory): {heap}")
     if args.throughput:
         main_throughput(args)
         return

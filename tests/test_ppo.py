@@ -88,6 +88,7 @@ def test_ppo_learns_cartpole_gymnasium_backend(tmp_path):
 
 @pytest.mark.slow
 def test_ppo_learns_cartpole_torch_backend_default(tmp_path):
-    """`rlpg train` with no env named: the torch-native CartPole preset."""
+    """`rlpg train` with no env named: the torch-native CartPole preset, 60k steps."""
     result = rlpg.train(seed=2, logdir=str(tmp_path), progress=False)
+    assert result.global_step <= 60_416
     assert result.eval_mean_return >= 475, result.eval_mean_return

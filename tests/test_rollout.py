@@ -5,7 +5,7 @@ import torch
 
 from rlpg.envs import make
 from rlpg.policies import ActorCritic
-from rlpg.rollout import Collector, evaluate
+from rlpg.rollout import Collector, critic_values, evaluate
 
 
 @pytest.mark.parametrize("backend", ["gymnasium", "torch"])
@@ -48,6 +48,24 @@ def test_next_values_use_final_obs_on_truncation():
         v_reset = pi.value(reset_obs)
     assert not torch.allclose(r.next_values[199], v_reset)
     env.close()
+
+
+@pytest.mark.parametrize("gather", [True, False])
+def test_critic_values_bootstrap_from_final_obs_on_done_rows(gather):
+    torch.manual_seed(0)
+    T, N, D = 6, 5, 3
+    pi = ActorCritic(gym.spaces.Box(-1, 1, (D,)), gym.spaces.Discrete(2), (16,))
+    states = torch.randn(T + 1, N, D)  # s_0 .. s_T
+    dones = torch.zeros(T, N, dtype=torch.bool)
+    dones[[0, 2, 2, 5], [1, 0, 4, 3]] = True  # incl. the last step
+    next_obs = torch.where(dones.unsqueeze(-1), torch.randn(T, N, D), states[1:])  # final_obs on done rows
+    with torch.no_grad():
+        values, next_values = critic_values(pi, states[:-1], next_obs, states[-1], dones, gather=gather)
+        v = lambda x: pi.value(x.reshape(-1, D)).reshape(T, N)  # noqa: E731
+        ref_values, ref_next, v_reset = v(states[:-1]), v(next_obs), v(states[1:])
+    torch.testing.assert_close(values, ref_values)
+    torch.testing.assert_close(next_values, ref_next)  # V(final_obs) on done rows, V(s_{t+1}) elsewhere
+    assert not torch.allclose(next_values[dones], v_reset[dones])
 
 
 def test_episodes_continue_across_rollouts():
