@@ -9,6 +9,10 @@ SyncVectorEnv (the same envs SB3 steps) and its torch-native CartPole. Prints a 
 
     python scripts/benchmark_ppo.py --seeds 1 2 3            # needs: pip install stable-baselines3
     python scripts/benchmark_ppo.py --throughput             # training steps/s against num_envs
+    python scripts/benchmark_ppo.py --throughput --threads 2 # the same with torch using both cores
+
+--throughput runs rlpg on the GPU when one is present (SB3 stays on the CPU, its recommended device for MLP
+policies); add --num-envs ... 65536 there.
 """
 
 from __future__ import annotations
@@ -146,7 +150,7 @@ def main_throughput(args: argparse.Namespace) -> None:
     for _ in range(args.repeats):
         if has_sb3:  # rl-zoo's settings, 100 updates of 256 steps (SB3 needs ~20 s for the full 100k on 2 cores)
             zoo.append(
-                sb3_throughput(ZOO["n_envs"], ZOO["n_steps"], ZOO["batch_size"], ZOO["n_epochs"], 100, args.device)
+                sb3_throughput(ZOO["n_envs"], ZOO["n_steps"], ZOO["batch_size"], ZOO["n_epochs"], 100, "cpu")
             )
         for n in args.num_envs:
             cols.setdefault(("torch", n), []).append(throughput(n, "torch", args.iterations, args.device, args.epochs))
@@ -155,7 +159,7 @@ def main_throughput(args: argparse.Namespace) -> None:
                 cols.setdefault(("gym", n), []).append(throughput(n, "gymnasium", its, args.device, args.epochs))
                 if has_sb3:
                     cols.setdefault(("sb3", n), []).append(
-                        sb3_throughput(n, 16, n * 16 // 4, args.epochs, its, args.device)
+                        sb3_throughput(n, 16, n * 16 // 4, args.epochs, its, "cpu")
                     )
     nan = float("nan")
     med = {k: statistics.median(v) for k, v in cols.items()}
@@ -182,7 +186,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--total-steps", type=int, default=ZOO["total"])
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="rlpg's device (auto: cuda when present for --throughput, else cpu); SB3 always runs on the CPU, "
+        "which it recommends for MLP policies",
+    )
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads for every library (default 1)")
     p.add_argument("--skip-sb3", action="store_true")
     p.add_argument(
@@ -201,6 +210,8 @@ def main() -> None:
     # so that SB3, in the same process, gets the same allocator from its first step
     heap = keep_heap_memory()
     print(f"glibc malloc keeps freed memory for reuse (rlpg.runtime.keep_heap_memory): {heap}")
+    if args.device == "auto":  # the same-hyperparameter comparison is small-batch work: the CPU
+        args.device = "cuda" if args.throughput and torch.cuda.is_available() else "cpu"
     if args.throughput:
         main_throughput(args)
         return
@@ -218,7 +229,7 @@ def main() -> None:
         rows["rlpg (gymnasium backend)"].append(run_rlpg(seed, "gymnasium", args.total_steps, args.device))
         rows["rlpg (torch backend)"].append(run_rlpg(seed, "torch", args.total_steps, args.device))
         if has_sb3:
-            rows["stable-baselines3"].append(run_sb3(seed, args.total_steps, args.device))
+            rows["stable-baselines3"].append(run_sb3(seed, args.total_steps, "cpu"))
         print(
             f"seed {seed}: "
             + ", ".join(f"{k}: {v[-1][0]:,.0f} steps/s, return {v[-1][1]:.1f}" for k, v in rows.items()),
