@@ -11,7 +11,8 @@ Supported spaces: observations `Box` (any shape, flattened) and `Discrete` (one-
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -33,13 +34,19 @@ def _tracing() -> bool:
     return bool(getattr(compiler, "is_compiling", bool)() or getattr(compiler, "is_exporting", bool)())
 
 
+def _tanh_from_sigmoid(x: Tensor, inplace: bool) -> Tensor:
+    """tanh(x) as 2 * sigmoid(2x) - 1 in one buffer: x itself when `inplace`, else a new one."""
+    y = x.mul_(2) if inplace else x.mul(2)
+    return y.sigmoid_().mul_(2).sub_(1)
+
+
 class _SigmoidTanh(torch.autograd.Function):
     """tanh(x) = 2 * sigmoid(2x) - 1 with tanh's own backward, grad * (1 - y^2), from the saved output.
     The backward is built from differentiable ops, so double backprop (Fisher-vector products) works."""
 
     @staticmethod
     def forward(x: Tensor) -> Tensor:
-        return x.mul(2).sigmoid_().mul_(2).sub_(1)
+        return _tanh_from_sigmoid(x, inplace=False)
 
     @staticmethod
     def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
@@ -73,14 +80,21 @@ class Tanh(nn.Module):
             return torch.tanh(x)
         if torch.is_grad_enabled() and x.requires_grad:
             return _SigmoidTanh.apply(x) if x.numel() >= self.MIN_GRAD else torch.tanh(x)
-        y = x if self.inplace else x.clone()  # the output buffer, which torch.tanh would allocate too
-        return y.mul_(2).sigmoid_().mul_(2).sub_(1) if x.numel() >= self.MIN_NO_GRAD else y.tanh_()
+        if x.numel() >= self.MIN_NO_GRAD:  # no graph: may write into x
+            return _tanh_from_sigmoid(x, self.inplace)
+        return x.tanh_() if self.inplace else torch.tanh(x)
 
     def extra_repr(self) -> str:
         return "inplace=True" if self.inplace else ""
 
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": Tanh, "relu": nn.ReLU, "elu": nn.ELU, "gelu": nn.GELU}
+# mlp() builds each activation right after a Linear, whose output no one else holds, so tanh may overwrite it
+ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "tanh": partial(Tanh, inplace=True),
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+}
 
 _EMPTY = torch.Size()
 
@@ -155,9 +169,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str, out_g
     layers: list[nn.Module] = []
     dims = [in_dim, *hidden]
     for a, b in zip(dims[:-1], dims[1:], strict=True):
-        # the activation may overwrite the Linear's output, a temporary no one else holds
-        act = Tanh(inplace=True) if activation == "tanh" else ACTIVATIONS[activation]()
-        layers += [_ortho(nn.Linear(a, b), math.sqrt(2)), act]
+        layers += [_ortho(nn.Linear(a, b), math.sqrt(2)), ACTIVATIONS[activation]()]
     layers.append(_ortho(nn.Linear(dims[-1], out_dim), out_gain))
     return nn.Sequential(*layers)
 
