@@ -12,30 +12,31 @@ import gymnasium
 import torch
 
 from rlpg.envs.gym import GymVecEnv
+from rlpg.envs.native import NAMESPACE, TORCH_ENVS, register_gymnasium
 from rlpg.envs.wrappers import (
+    CheckFinite,
     NormalizeObservation,
     NormalizeReward,
     RecordEpisodeStatistics,
+    env_state,
     find_wrapper,
+    load_env_state,
     load_normalizer_state,
     normalizer_state,
     set_training,
 )
 from rlpg.errors import ConfigError, RLPGError, unknown_name
 
-try:  # the torch-native tasks
-    from rlpg.envs.native import TORCH_ENVS, register_gymnasium
-
-    register_gymnasium()
-except ImportError:  # pragma: no cover - only while the native envs are absent
-    TORCH_ENVS = {}
+register_gymnasium()
 
 BACKENDS = ("auto", "torch", "gymnasium")
 
 
 def resolve_backend(env_id: str, backend: str = "auto") -> str:
     """The backend `make(env_id, backend=...)` uses: "torch" when asked for (or "auto") and rlpg has the task,
-    else "gymnasium"."""
+    else "gymnasium". Asking for "torch" for a task rlpg does not have is an UnknownNameError."""
+    if backend == "torch" and env_id not in TORCH_ENVS:
+        raise unknown_name("torch-native environment (use --backend gymnasium for other tasks)", env_id, TORCH_ENVS)
     return "torch" if backend in ("torch", "auto") and env_id in TORCH_ENVS else "gymnasium"
 
 
@@ -58,13 +59,15 @@ def make(
     "auto" (torch when rlpg has the task). `seed` seeds a torch-native env at construction; every backend
     is (re)seeded by `reset(seed=...)`.
     """
-    if num_envs <= 0:
-        raise ConfigError(f"--num-envs must be > 0, got {num_envs}")
+    if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0:
+        raise ConfigError(f"--num-envs must be a positive integer, got {num_envs!r}")
     if backend not in BACKENDS:
         raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     device = torch.device(device)
-    if backend == "torch" and env_id not in TORCH_ENVS:
-        raise unknown_name("torch-native environment (use --backend gymnasium for other tasks)", env_id, TORCH_ENVS)
+    if env_id.startswith(f"{NAMESPACE}/"):
+        raise ConfigError(f"{env_id} is the Gymnasium registration of rlpg's torch-native env for code outside "
+                          f"rlpg; here use --env {env_id.removeprefix(NAMESPACE + '/')} (the torch backend is the "
+                          "default)")
     if resolve_backend(env_id, backend) == "torch":
         env: Any = TORCH_ENVS[env_id](num_envs, device=device, seed=seed, **(env_kwargs or {}))
     else:
@@ -76,6 +79,10 @@ def make(
             raise RLPGError(
                 f"{env_id} needs an extra package ({e}); for MuJoCo tasks: pip install 'rlpg[mujoco]'"
             ) from None
+        except (gymnasium.error.Error, ImportError, AttributeError, TypeError, ValueError) as e:
+            first = str(e).splitlines()[0] if str(e) else ""
+            raise RLPGError(f"cannot create environment {env_id}: {type(e).__name__}: {first}") from None
+    env = CheckFinite(env, env_id)
     env = RecordEpisodeStatistics(env)
     if normalize_reward:
         env = NormalizeReward(env, gamma=gamma, clip=clip_reward)
@@ -94,6 +101,9 @@ __all__ = [
     "resolve_backend",
     "GymVecEnv",
     "RecordEpisodeStatistics",
+    "CheckFinite",
+    "env_state",
+    "load_env_state",
     "NormalizeObservation",
     "NormalizeReward",
     "find_wrapper",

@@ -38,12 +38,19 @@ class GymVecEnv:
         self.single_observation_space = self.env.single_observation_space
         self.single_action_space = self.env.single_action_space
         self.spec_id = env_id
+        spec = gym.spec(env_id)
+        self.max_episode_steps: int | None = spec.max_episode_steps
+        """the registered time limit (None: episodes may never end)"""
         space = self.single_action_space
         self._low = self._high = None
+        self._action_start: np.ndarray | None = None
         if isinstance(space, gym.spaces.Box):
             # the Gaussian policy samples on R^A; clip to the bounds only here, at the env boundary, so the
             # stored action (and its log-prob) stays the one the policy actually sampled
             self._low, self._high = space.low, space.high
+        elif isinstance(space, gym.spaces.Discrete | gym.spaces.MultiDiscrete) and np.any(space.start != 0):
+            # the policy's categorical heads index actions from 0; the env's first action is `start`
+            self._action_start = np.asarray(space.start)
 
     def _obs(self, obs: np.ndarray) -> Tensor:
         return torch.as_tensor(np.asarray(obs), dtype=torch.float32).to(self.device, non_blocking=True)
@@ -58,6 +65,8 @@ class GymVecEnv:
         a = actions.detach().cpu().numpy()
         if self._low is not None:
             a = np.clip(a, self._low, self._high)
+        elif self._action_start is not None:
+            a = a + self._action_start
         obs, reward, terminated, truncated, info = self.env.step(a)
         final = np.array(obs, dtype=np.float32, copy=True)
         mask = info.get("_final_obs")

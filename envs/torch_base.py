@@ -153,6 +153,32 @@ class TorchVecEnv:
             raise ValueError(f"elapsed must have shape {(self.num_envs,)}, got {tuple(value.shape)}")
         self._elapsed = value.to(device=self.device, dtype=torch.int64).clone()
 
+    # ---- checkpoints ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue bit for bit: state, elapsed steps and the generator."""
+        return {
+            "spec_id": self.spec_id,
+            "state": self._state.cpu(),
+            "elapsed": self._elapsed.cpu(),
+            "generator": self.generator.get_state(),
+            "needs_reset": self._needs_reset,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`; a state of another task or another number of envs is a ValueError."""
+        if state.get("spec_id") != self.spec_id:
+            raise ValueError(f"saved env state is of {state.get('spec_id')!r}, this env is {self.spec_id!r}")
+        shape = (self.num_envs, self.state_dim)
+        if tuple(state["state"].shape) != shape or tuple(state["elapsed"].shape) != (self.num_envs,):
+            raise ValueError(f"saved env state has shape {tuple(state['state'].shape)}, this env {shape}; "
+                             "was it saved with another number of envs?")
+        if not torch.isfinite(state["state"]).all():
+            raise ValueError("saved env state is not finite")
+        self._state = state["state"].to(device=self.device, dtype=self.state_dtype).clone()
+        self._elapsed = state["elapsed"].to(device=self.device, dtype=torch.int64).clone()
+        self.generator.set_state(state["generator"].cpu())
+        self._needs_reset = bool(state["needs_reset"])
+
     def _check_actions(self, actions: Tensor) -> Tensor:
         """Validate shape, dtype and device (metadata only, no sync); return [N] int64 or [N, A] `state_dtype`.
 

@@ -1,7 +1,9 @@
-"""Tensor wrappers for any VecEnv: episode statistics and running observation / reward normalisation.
+"""Tensor wrappers for any VecEnv: a finiteness check, episode statistics and running observation / reward
+normalisation.
 
-All statistics live on the env's device, so they work unchanged for torch-native envs on a GPU; their
-`state_dict()` goes into checkpoints so an evaluated or resumed policy sees the same normalisation.
+All statistics live on the env's device, so they work unchanged for torch-native envs on a GPU. Every wrapper
+has a `state_dict()`; `env_state(env)` gathers them with the base env's own state, so a checkpoint holds what a
+resumed run needs to continue exactly (see rlpg.trainer).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from rlpg.errors import CheckpointError, NonFiniteError
 
 
 class VecEnvWrapper:
@@ -30,9 +34,94 @@ class VecEnvWrapper:
     def close(self) -> None:
         self.env.close()
 
+    def state_dict(self) -> dict[str, Any]:
+        """What this wrapper needs to continue exactly where it stopped (tensors and plain data)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`."""
+
+
+class CheckFinite(VecEnvWrapper):
+    """Stops a run at the first NaN or infinity in an observation, reward or final observation, with an error that
+    names the env id, the sub-env index, the step and the signal, before the value reaches the policy.
+
+    On the CPU each step is checked at once. On an accelerator that would make the host wait for the device every
+    step, so the first bad step of each sub-env is recorded on the device and `check_finite()` (which the Collector
+    calls once per rollout) raises; NormalizeObservation / NormalizeReward never absorb such a value meanwhile
+    (see RunningMeanStd).
+    """
+
+    SIGNALS = ("observation", "reward", "final observation")
+
+    def __init__(self, env: Any, env_id: str) -> None:
+        super().__init__(env)
+        self.env_id = env_id
+        self._steps = 0
+        self._immediate = torch.device(env.device).type == "cpu"
+        self._first: Tensor | None = None  # [3, N] first bad step per signal and sub-env, -1 if none
+
+    @staticmethod
+    def _bad_rows(x: Tensor) -> Tensor:
+        if not x.is_floating_point():
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        return ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+
+    def _record(self, bad: Tensor) -> None:
+        """bad: [3, N] bool for the current step."""
+        if self._immediate:
+            if bool(bad.any()):
+                self._raise(torch.where(bad, self._steps, -1))
+            return
+        if self._first is None:
+            self._first = torch.full_like(bad, -1, dtype=torch.int64)
+        self._first = torch.where((self._first < 0) & bad, self._steps, self._first)
+
+    def _raise(self, first: Tensor) -> None:
+        first = first.cpu()
+        hits = [(int(first[k, i]), k, i) for k in range(first.shape[0]) for i in range(first.shape[1])
+                if first[k, i] >= 0]
+        step, k, i = min(hits)
+        raise NonFiniteError(
+            f"environment {self.env_id} returned a non-finite {self.SIGNALS[k]} (NaN or inf) in sub-env {i} at step "
+            f"{step} of this env batch ({len(hits)} such value(s)); fix the environment or wrap it to clean its output"
+        )
+
+    def check_finite(self) -> None:
+        """Raise NonFiniteError if a non-finite value was recorded since the last check (one host sync)."""
+        if self._first is not None and bool((self._first >= 0).any()):
+            first, self._first = self._first, None
+            self._raise(first)
+
+    def reset(self, seed: int | None = None) -> tuple[Tensor, dict[str, Any]]:
+        obs, info = self.env.reset(seed=seed)
+        none = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
+        self._record(torch.stack([self._bad_rows(obs), none, none]))
+        return obs, info
+
+    def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        self._steps += 1
+        final = info.get("final_obs")
+        bad_final = self._bad_rows(final) if final is not None else torch.zeros_like(terminated)
+        bad_reward = ~torch.isfinite(reward) if reward.is_floating_point() else torch.zeros_like(terminated)
+        self._record(torch.stack([self._bad_rows(obs), bad_reward, bad_final]))
+        return obs, reward, terminated, truncated, info
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self._steps}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._steps = int(state["steps"])
+
 
 class RunningMeanStd:
-    """Running mean and variance over a stream of batches (Chan et al.'s parallel update), float64."""
+    """Running mean and variance over a stream of batches (Chan et al.'s parallel update), float64.
+
+    Rows holding a NaN or an infinity are left out of the update, so one bad observation cannot poison the
+    statistics for the rest of the run (CheckFinite reports it); the selection uses `torch.where`, not a
+    data-dependent branch, so updating never makes the host wait for the device.
+    """
 
     def __init__(self, shape: tuple[int, ...], device: torch.device, epsilon: float = 1e-4) -> None:
         self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
@@ -42,7 +131,18 @@ class RunningMeanStd:
     def update(self, x: Tensor) -> None:
         """x: [N, *shape]."""
         x = x.to(torch.float64)
-        b_mean, b_var, b_count = x.mean(0), x.var(0, correction=0), x.shape[0]
+        n = x.shape[0]
+        finite = torch.isfinite(x.reshape(n, -1)).all(1)  # [N]
+        w = finite.reshape(n, *([1] * (x.dim() - 1))).to(torch.float64)
+        b_count = w.sum()
+        # the plain mean / var when every row is finite (the common case, with the same rounding as ever),
+        # else the moments of the finite rows alone
+        xz = torch.where(w > 0, x, 0.0)
+        masked_mean = xz.sum(0) / b_count.clamp(min=1)
+        masked_var = ((xz - masked_mean).pow(2) * w).sum(0) / b_count.clamp(min=1)
+        all_finite = finite.all()
+        b_mean = torch.where(all_finite, x.mean(0), masked_mean)
+        b_var = torch.where(all_finite, x.var(0, correction=0), masked_var)
         delta = b_mean - self.mean
         total = self.count + b_count
         self.mean = self.mean + delta * b_count / total
@@ -55,7 +155,15 @@ class RunningMeanStd:
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         device = self.mean.device
-        self.mean, self.var, self.count = (state[k].to(device, torch.float64) for k in ("mean", "var", "count"))
+        mean, var, count = (torch.as_tensor(state[k]).to(device, torch.float64) for k in ("mean", "var", "count"))
+        if mean.shape != self.mean.shape or var.shape != self.var.shape:
+            raise CheckpointError(
+                f"saved normaliser statistics have shape {tuple(mean.shape)}, this environment's observations "
+                f"{tuple(self.mean.shape)}; was the checkpoint made for another environment?"
+            )
+        if not (torch.isfinite(mean).all() and torch.isfinite(var).all() and torch.isfinite(count)):
+            raise CheckpointError("saved normaliser statistics are not finite (NaN or inf); the checkpoint is damaged")
+        self.mean, self.var, self.count = mean, var, count
 
 
 class RecordEpisodeStatistics(VecEnvWrapper):
@@ -77,6 +185,16 @@ class RecordEpisodeStatistics(VecEnvWrapper):
         self._ret = torch.where(done, 0.0, self._ret)
         self._len = torch.where(done, 0, self._len)
         return obs, reward, terminated, truncated, info
+
+    def state_dict(self) -> dict[str, Any]:
+        if not hasattr(self, "_ret"):
+            return {}
+        return {"ret": self._ret.cpu(), "len": self._len.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state:
+            self._ret = _restore(state["ret"], (self.num_envs,), self.env.device, "episode returns")
+            self._len = _restore(state["len"], (self.num_envs,), self.env.device, "episode lengths")
 
 
 class NormalizeObservation(VecEnvWrapper):
@@ -107,6 +225,12 @@ class NormalizeObservation(VecEnvWrapper):
             info["final_obs"] = self.normalize(info["final_obs"])
         return self.normalize(obs), reward, terminated, truncated, info
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"rms": self.rms.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rms.load_state_dict(state["rms"])
+
 
 class NormalizeReward(VecEnvWrapper):
     """reward -> clip(reward / sqrt(Var[discounted return] + eps)), the scaling of Engstrom et al. 2020
@@ -118,6 +242,11 @@ class NormalizeReward(VecEnvWrapper):
         self.gamma, self.clip, self.epsilon, self.training = gamma, clip, epsilon, True
         self._returns = torch.zeros(env.num_envs, dtype=torch.float64, device=torch.device(env.device))
 
+    def reset(self, seed: int | None = None) -> tuple[Tensor, dict[str, Any]]:
+        # every episode starts now, so no discounted return carries over from the episodes that were cut off
+        self._returns = torch.zeros_like(self._returns)
+        return self.env.reset(seed=seed)
+
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(actions)
         self._returns = self._returns * self.gamma + reward
@@ -126,6 +255,14 @@ class NormalizeReward(VecEnvWrapper):
         scaled = (reward / torch.sqrt(self.rms.var + self.epsilon)).clamp(-self.clip, self.clip).to(torch.float32)
         self._returns = torch.where(terminated | truncated, 0.0, self._returns)
         return obs, scaled, terminated, truncated, info
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rms": self.rms.state_dict(), "returns": self._returns.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rms.load_state_dict(state["rms"])
+        self._returns = _restore(state["returns"], (self.num_envs,), self.env.device, "discounted returns",
+                                 torch.float64)
 
 
 def find_wrapper(env: Any, cls: type) -> Any | None:
@@ -159,3 +296,45 @@ def set_training(env: Any, training: bool) -> None:
     for cls in (NormalizeObservation, NormalizeReward):
         if (w := find_wrapper(env, cls)) is not None:
             w.training = training
+
+
+def _restore(value: Any, shape: tuple[int, ...], device: Any, what: str, dtype: torch.dtype | None = None) -> Tensor:
+    """A saved tensor checked for shape and finiteness, moved to the env's device."""
+    t = torch.as_tensor(value)
+    if tuple(t.shape) != shape:
+        raise CheckpointError(f"saved {what} have shape {tuple(t.shape)}, this run needs {shape}; "
+                              "was the checkpoint made with another --num-envs?")
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise CheckpointError(f"saved {what} are not finite; the checkpoint is damaged")
+    return t.to(device=torch.device(device), dtype=dtype or t.dtype)
+
+
+def env_state(env: Any) -> dict[str, Any]:
+    """The state of a wrapped env for a checkpoint: every wrapper's `state_dict()`, outermost first, and the base
+    env's own (`None` when the base env cannot save its state, as a Gymnasium env cannot)."""
+    layers = []
+    while isinstance(env, VecEnvWrapper):
+        layers.append({"type": type(env).__name__, "state": env.state_dict()})
+        env = env.env
+    base = env.state_dict() if callable(getattr(env, "state_dict", None)) else None
+    return {"wrappers": layers, "base": base}
+
+
+def load_env_state(env: Any, state: dict[str, Any], restore_base: bool = True) -> None:
+    """Restore `env_state()`: the same wrappers in the same order, else CheckpointError. With `restore_base`
+    False (or no saved base state) the base env keeps its own state, e.g. a freshly seeded Gymnasium env."""
+    chain = []
+    while isinstance(env, VecEnvWrapper):
+        chain.append(env)
+        env = env.env
+    saved = [layer["type"] for layer in state["wrappers"]]
+    if saved != [type(w).__name__ for w in chain]:
+        raise CheckpointError(f"the checkpoint's env wrappers {saved} differ from this run's "
+                              f"{[type(w).__name__ for w in chain]}")
+    for w, layer in zip(chain, state["wrappers"], strict=True):
+        w.load_state_dict(layer["state"])
+    if restore_base and state.get("base") is not None:
+        try:
+            env.load_state_dict(state["base"])
+        except ValueError as e:
+            raise CheckpointError(f"cannot restore the environment: {e}") from None

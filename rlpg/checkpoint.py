@@ -2,16 +2,21 @@
 
 A checkpoint is one `torch.save` file holding only tensors and plain containers, so it loads with
 `torch.load(weights_only=True)` (no arbitrary pickle): policy and agent (optimizer) state, normaliser
-statistics, RNG states, the step counter, the resolved config and a description of the spaces.
+statistics, RNG states, the step counter, the resolved config and a description of the spaces; `last.pt`
+also holds what `--resume` needs (env state, the collector's observation, schedules' position).
 It is written to a temporary file in the same directory, fsynced, then renamed over the target, so a
-crash or Ctrl-C mid-write never leaves a truncated checkpoint.
+crash, a signal or SIGKILL mid-write never leaves a truncated checkpoint; a temporary file orphaned by a
+killed writer is removed by the next save of the same checkpoint. A payload holding a NaN or an infinity
+is refused (NonFiniteError) and the previous checkpoint stays.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +25,44 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rlpg.errors import CheckpointError, UnsupportedSpaceError
+from rlpg.errors import CheckpointError, NonFiniteError, UnsupportedSpaceError
 from rlpg.policies import ActorCritic
 
 FORMAT = "rlpg-checkpoint-v1"
+REQUIRED = ("algo", "env_id", "global_step", "config", "policy", "spaces")
+"""keys every rlpg checkpoint has (last.pt also has the resume state, see rlpg.trainer)"""
+STATE = ("policy", "agent", "normalizer", "resume")
+"""the learned and running state, which must be finite (spaces may have infinite bounds)"""
+
+
+def tensors(tree: Any, prefix: str = "") -> Iterator[tuple[str, Tensor]]:
+    """(dotted path, tensor) for every tensor in nested dicts / lists / tuples."""
+    if isinstance(tree, Tensor):
+        yield prefix, tree
+    elif isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from tensors(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(tree, list | tuple):
+        for i, v in enumerate(tree):
+            yield from tensors(v, f"{prefix}.{i}")
+
+
+def first_non_finite(tree: Any) -> str | None:
+    """The path of the first floating-point tensor holding a NaN or an infinity, or None."""
+    for name, t in tensors(tree):
+        if (t.is_floating_point() or t.is_complex()) and not bool(torch.isfinite(t).all()):
+            return name
+    return None
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write `payload` to `path` atomically (temp file + fsync + rename)."""
+    """Write `payload` to `path` atomically (temp file + fsync + rename). A non-finite tensor anywhere in it
+    raises NonFiniteError and leaves the existing file untouched."""
     path = Path(path)
+    bad = first_non_finite({k: payload[k] for k in STATE if k in payload})
+    if bad is not None:
+        raise NonFiniteError(f"refused to write {path}: {bad} is not finite (NaN or inf); the previous "
+                             f"{path.name} is kept")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -40,7 +74,19 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    remove_orphans(path)
     return path
+
+
+def remove_orphans(path: str | Path) -> list[Path]:
+    """Delete the temporary files that interrupted writes of `path` left behind (a writer killed between
+    mkstemp and rename). One run directory has one writer, so none of them can be in use."""
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def resolve(path: str | Path) -> Path:
@@ -57,17 +103,40 @@ def resolve(path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load and check a checkpoint; a missing, truncated or foreign file raises CheckpointError."""
+    """Load and check a checkpoint. A missing, truncated, foreign or incomplete file, one with non-finite
+    tensors, and a pickle that holds arbitrary Python objects (refused for safety) raise CheckpointError."""
     p = resolve(path)
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises RuntimeError/UnpicklingError/EOFError/... for damaged files
+    except pickle.UnpicklingError as e:
+        if "weights only" in str(e).lower() or "weights_only" in str(e):
+            raise CheckpointError(
+                f"refused to load {p} for safety: it holds Python objects other than tensors and plain data, which "
+                "could run code when unpickled (rlpg checkpoints never do); load it with torch.load(weights_only="
+                "False) only if you trust where it came from"
+            ) from None
+        raise CheckpointError(f"cannot read checkpoint {p}: it is corrupt ({e}); use another one") from None
+    except Exception as e:  # torch raises RuntimeError/EOFError/... for damaged files
         raise CheckpointError(
             f"cannot read checkpoint {p}: it is corrupt or not a torch file "
             f"({type(e).__name__}); re-save it or use another one"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{p} is not an rlpg checkpoint (no '{FORMAT}' marker)")
+    missing = [k for k in REQUIRED if k not in payload]
+    train = payload.get("config", {}).get("train") if isinstance(payload.get("config"), dict) else None
+    if not missing and not isinstance(train, dict):
+        missing = ["config.train"]
+    if not missing and not isinstance(payload["spaces"], dict):
+        missing = ["spaces"]
+    if not missing:
+        missing = [f"spaces.{k}" for k in ("observation", "action") if k not in payload["spaces"]]
+    if missing:
+        raise CheckpointError(f"{p} is an rlpg checkpoint but lacks {', '.join(missing)}: it is damaged or was "
+                              "not written by rlpg; use another one")
+    bad = first_non_finite({k: payload[k] for k in STATE if k in payload})
+    if bad is not None:
+        raise CheckpointError(f"{p} holds non-finite values ({bad} has NaN or inf); it cannot be used")
     return payload
 
 
@@ -83,16 +152,19 @@ def space_to_dict(space: gym.Space) -> dict[str, Any]:
     if isinstance(space, gym.spaces.Discrete):
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, gym.spaces.MultiDiscrete):
-        return {"type": "MultiDiscrete", "nvec": torch.as_tensor(space.nvec)}
+        return {"type": "MultiDiscrete", "nvec": torch.as_tensor(space.nvec), "start": torch.as_tensor(space.start)}
     raise UnsupportedSpaceError(f"cannot store space {space} in a checkpoint")
 
 
 def space_from_dict(d: dict[str, Any]) -> gym.Space:
     if d["type"] == "Box":
-        return gym.spaces.Box(d["low"].numpy(), d["high"].numpy(), dtype=np.dtype(d["dtype"]))
+        return gym.spaces.Box(d["low"].cpu().numpy(), d["high"].cpu().numpy(), dtype=np.dtype(d["dtype"]))
     if d["type"] == "Discrete":
         return gym.spaces.Discrete(d["n"], start=d["start"])
-    return gym.spaces.MultiDiscrete(d["nvec"].numpy())
+    if d["type"] == "MultiDiscrete":
+        start = d["start"].cpu().numpy() if "start" in d else None
+        return gym.spaces.MultiDiscrete(d["nvec"].cpu().numpy(), start=start)
+    raise CheckpointError(f"unknown space type {d['type']!r} in the checkpoint")
 
 
 def rng_state() -> dict[str, Any]:
@@ -157,14 +229,18 @@ class TrainedPolicy:
 
 def build_policy(payload: dict[str, Any], device: str | torch.device = "cpu") -> ActorCritic:
     """The ActorCritic a checkpoint describes (its spaces and architecture), with its weights, in eval mode."""
-    cfg = payload["config"]["train"]
-    policy = ActorCritic(
-        space_from_dict(payload["spaces"]["observation"]),
-        space_from_dict(payload["spaces"]["action"]),
-        tuple(cfg["hidden_sizes"]),
-        cfg["activation"],
-        cfg["log_std_init"],
-    ).to(device)
+    try:
+        cfg = payload["config"]["train"]
+        policy = ActorCritic(
+            space_from_dict(payload["spaces"]["observation"]),
+            space_from_dict(payload["spaces"]["action"]),
+            tuple(cfg["hidden_sizes"]),
+            cfg["activation"],
+            cfg["log_std_init"],
+        ).to(device)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"the checkpoint's description of its policy is incomplete or damaged ({type(e).__name__}"
+                              f": {e}); use another checkpoint") from None
     try:
         policy.load_state_dict(payload["policy"])
     except RuntimeError as e:
@@ -179,4 +255,5 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> Trained
     payload = load(path, map_location=device)
     info = {k: payload.get(k) for k in ("algo", "env_id", "global_step", "eval_mean_return")}
     obs_rms = payload.get("normalizer", {}).get("obs_rms")
-    return TrainedPolicy(build_policy(payload, device), obs_rms, payload["config"]["train"]["clip_obs"], info)
+    policy = build_policy(payload, device)
+    return TrainedPolicy(policy, obs_rms, float(payload["config"]["train"].get("clip_obs", 10.0)), info)

@@ -1,117 +1,179 @@
 """The `rlpg` command: train, eval and export. `rlpg` alone trains the default (PPO on CartPole-v1).
 
-Bad input (unknown algorithm or env, unsupported space, bad hyperparameter, missing or corrupt
-checkpoint, non-finite loss) prints one line `rlpg: error: ...` and exits with code 2.
+Exit codes: 0 done; 2 bad input (unknown algorithm or env, unsupported space, bad hyperparameter or flag, an
+existing run directory, missing or damaged checkpoint, non-finite data), reported as one line `rlpg: error: ...`;
+128 + the signal's number when SIGINT (130), SIGTERM (143) or SIGUSR1 (138) stopped the run, which saves
+last.pt first (`rlpg train --resume RUN_DIR` continues it); 1 for an unexpected internal error (a bug: its
+traceback is printed).
+
+Process-wide speed settings (glibc's malloc, `--keep-heap`) are applied here, not by `rlpg.train()`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
-from rlpg.errors import RLPGError
+from rlpg.errors import ConfigError, RLPGError, StopNow
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are ConfigErrors, so a bad flag is one `rlpg: error:` line and exit 2 like any
+    other bad input (argparse itself prints a usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (see {self.prog} --help)")
 
 
 def _train(argv: Sequence[str]) -> int:
     from rlpg.agents import ALGOS
     from rlpg.config import TrainConfig, add_arguments
     from rlpg.errors import unknown_name
-    from rlpg.trainer import Trainer, resolve_configs
+    from rlpg.trainer import Trainer, resolve_configs, resume_configs
 
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--algo", default="ppo")
+    pre = Parser(add_help=False)
+    pre.add_argument("--algo", default=None)
+    pre.add_argument("--resume", default=None)
     known, _ = pre.parse_known_args(argv)
-    if known.algo not in ALGOS:
-        raise unknown_name("algorithm", known.algo, ALGOS)
-    _, agent_cls = ALGOS[known.algo]
-    parser = argparse.ArgumentParser(
+    algo = known.algo
+    if known.resume is not None:  # the resumed run's algorithm decides which flags exist
+        from rlpg import checkpoint
+
+        last = Path(known.resume) / "last.pt"
+        if not last.is_file():
+            raise ConfigError(f"--resume {known.resume}: no last.pt there; pass the run directory of an rlpg run")
+        algo = algo or checkpoint.load(last)["algo"]
+    algo = algo or "ppo"
+    if algo not in ALGOS:
+        raise unknown_name("algorithm", algo, ALGOS)
+    _, agent_cls = ALGOS[algo]
+    parser = Parser(
         prog="rlpg train",
-        description=f"Train {known.algo} on a Gymnasium environment. "
+        description=f"Train {algo} on a Gymnasium environment. "
         "Unset flags take the tuned preset for the (algo, env) pair, then the defaults.",
     )
     parser.add_argument("--env", dest="env_id", default=argparse.SUPPRESS, metavar="ENV_ID", help="alias of --env-id")
-    add_arguments(parser, TrainConfig, "training")
-    add_arguments(parser, agent_cls, f"{known.algo} hyperparameters")
-    args = vars(parser.parse_args(argv))
-    algo = args.pop("algo", known.algo)
-    cfg, agent_cfg = resolve_configs(algo, args.pop("env_id", None), args)
-    trainer = Trainer(cfg, agent_cfg)
-    print(
-        f"rlpg: training {cfg.algo} on {cfg.env_id} ({trainer.backend} backend, "
-        f"{cfg.num_envs} envs, device {trainer.device}) -> {trainer.run_dir}",
-        file=sys.stderr,
+    parser.add_argument(
+        "--resume", default=argparse.SUPPRESS, metavar="RUN_DIR",
+        help="continue the run in RUN_DIR from its last.pt with its own settings (only --total-steps and logging, "
+        "evaluation and checkpoint settings may change). Torch-native envs continue exactly where they stopped "
+        "(bit for bit); a Gymnasium env cannot save its state, so it restarts from fresh episodes with a new seed",
     )
+    parser.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
+                        help="replace the run directory --run-name if it exists (otherwise that is an error)")
+    add_arguments(parser, TrainConfig, "training")
+    add_arguments(parser, agent_cls, f"{algo} hyperparameters")
+    args = vars(parser.parse_args(argv))
+    resume = args.pop("resume", None)
+    overwrite = args.pop("overwrite", False)
+    if resume is not None:
+        if overwrite:
+            raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
+        cfg, agent_cfg, payload = resume_configs(resume, args.pop("algo", None), args.pop("env_id", None), args)
+        trainer = Trainer(cfg, agent_cfg, resume_from=payload)
+        what = f"resuming {cfg.algo} on {cfg.env_id} at step {payload['global_step']:,} of {cfg.total_steps:,}"
+    else:
+        cfg, agent_cfg = resolve_configs(args.pop("algo", algo), args.pop("env_id", None), args)
+        trainer = Trainer(cfg, agent_cfg, overwrite=overwrite)
+        what = f"training {cfg.algo} on {cfg.env_id}"
+    if cfg.keep_heap:
+        from rlpg.runtime import keep_heap_memory
+
+        keep_heap_memory()
+    print(f"rlpg: {what} ({trainer.backend} backend, {cfg.num_envs} envs, device {trainer.device}) -> "
+          f"{trainer.run_dir}", file=sys.stderr)
     result = trainer.run()
     if result.interrupted:
-        print(
-            f"rlpg: interrupted at step {result.global_step}; checkpoint saved to {result.run_dir / 'last.pt'}",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+        name = signal.Signals(result.signal).name if result.signal else "an interruption"
+        saved = (f"last.pt holds step {result.saved_step:,}; continue with: rlpg train --resume {result.run_dir}"
+                 if result.saved_step is not None else "no checkpoint was written yet")
+        print(f"rlpg: stopped by {name} at step {result.global_step:,}; {saved}", file=sys.stderr)
+        return 128 + (result.signal or signal.SIGINT)
+    skipped = f"; {result.skipped_updates} update(s) skipped (non-finite)" if result.skipped_updates else ""
     print(
         f"rlpg: done: {result.global_step} steps, deterministic eval return {result.eval_mean_return:.2f} "
-        f"+/- {result.eval_std_return:.2f} over {cfg.eval_episodes} episodes; run dir {result.run_dir}"
+        f"+/- {result.eval_std_return:.2f} over {cfg.eval_episodes} episodes{skipped}; run dir {result.run_dir}"
     )
     print(f"rlpg: watch it with: tensorboard --logdir {cfg.logdir}")
     return 0
 
 
+def _load_for_eval(path: Path, device: Any) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint to evaluate: a file as given; in a run directory best.pt, or last.pt when best.pt is
+    missing or unreadable (said on stderr)."""
+    from rlpg import checkpoint
+    from rlpg.errors import CheckpointError
+
+    if not path.is_dir():
+        return checkpoint.resolve(path), checkpoint.load(path, map_location=device)
+    best, last = path / "best.pt", path / "last.pt"
+    if best.is_file():
+        try:
+            return best, checkpoint.load(best, map_location=device)
+        except CheckpointError as e:
+            if not last.is_file():
+                raise
+            print(f"rlpg: warning: {e}; evaluating last.pt instead", file=sys.stderr)
+    return checkpoint.resolve(path), checkpoint.load(path, map_location=device)
+
+
 def _eval(argv: Sequence[str]) -> int:
+    import torch
+
     from rlpg import checkpoint
     from rlpg.envs import load_normalizer_state, make, set_training
     from rlpg.rollout import evaluate
-    from rlpg.trainer import resolve_device
+    from rlpg.trainer import check_spaces, resolve_device
 
-    parser = argparse.ArgumentParser(
-        prog="rlpg eval", description="Run the deterministic policy of a run or checkpoint."
-    )
+    parser = Parser(prog="rlpg eval", description="Run the deterministic policy of a run or checkpoint.")
     parser.add_argument("path", help="run directory (uses best.pt, else last.pt) or checkpoint file")
     parser.add_argument("--episodes", type=int, default=20, help="episodes to run (default: 20)")
     parser.add_argument("--num-envs", type=int, default=10, help="parallel evaluation environments (default: 10)")
     parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation environments")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    parser.add_argument("--backend", default=None, help="environment backend (default: the run's)")
+    parser.add_argument("--backend", default=None, choices=("torch", "gymnasium"),
+                        help="environment backend (default: the run's)")
+    parser.add_argument("--torch-threads", type=int, default=1, help="CPU threads for torch ops (default: 1)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
-    if args.episodes <= 0 or args.num_envs <= 0:
-        raise RLPGError("--episodes and --num-envs must be > 0")
+    if not 0 < args.episodes <= 1_000_000 or not 0 < args.num_envs <= 100_000:
+        raise ConfigError("--episodes must lie in [1, 1000000] and --num-envs in [1, 100000]")
+    if not 0 <= args.seed < 2**32 or not 0 < args.torch_threads <= 4096:
+        raise ConfigError("--seed must lie in [0, 2**32 - 1] and --torch-threads in [1, 4096]")
+    torch.set_num_threads(args.torch_threads)
     device = resolve_device(args.device)
-    path = checkpoint.resolve(args.path)
-    payload = checkpoint.load(path, map_location=device)
+    path, payload = _load_for_eval(Path(args.path), device)
     cfg = payload["config"]["train"]
+    backend = args.backend or cfg.get("backend", "auto")
     env = make(
         payload["env_id"],
         min(args.num_envs, args.episodes),
         device=device,
-        backend=args.backend or cfg["backend"],
-        normalize_obs=cfg["normalize_obs"],
-        clip_obs=cfg["clip_obs"],
+        backend=backend,
+        normalize_obs=bool(cfg.get("normalize_obs", False)),
+        clip_obs=float(cfg.get("clip_obs", 10.0)),
     )
-    load_normalizer_state(env, payload.get("normalizer", {}))
-    set_training(env, False)
-    policy = checkpoint.build_policy(payload, device)
-    returns = evaluate(env, policy, args.episodes, seed=args.seed, deterministic=not args.stochastic)
-    env.close()
+    try:
+        check_spaces(payload, env, str(path))
+        load_normalizer_state(env, payload.get("normalizer", {}))
+        set_training(env, False)
+        policy = checkpoint.build_policy(payload, device)
+        returns = evaluate(env, policy, args.episodes, seed=args.seed, deterministic=not args.stochastic)
+    finally:
+        env.close()
     mean, std = float(returns.mean()), float(returns.std(correction=0))
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "mean_return": mean,
-                    "std_return": std,
-                    "episodes": args.episodes,
-                    "checkpoint": str(path),
-                    "env_id": payload["env_id"],
-                    "algo": payload["algo"],
-                }
-            )
-        )
+        print(json.dumps({"mean_return": mean, "std_return": std, "episodes": args.episodes, "checkpoint": str(path),
+                          "env_id": payload["env_id"], "algo": payload["algo"]}))
     else:
         print(
             f"{payload['algo']} on {payload['env_id']} ({path}): mean return {mean:.2f} +/- {std:.2f} "
@@ -123,7 +185,7 @@ def _eval(argv: Sequence[str]) -> int:
 def _export(argv: Sequence[str]) -> int:
     from rlpg.export import export_onnx
 
-    parser = argparse.ArgumentParser(prog="rlpg export", description="Export the deterministic policy to ONNX.")
+    parser = Parser(prog="rlpg export", description="Export the deterministic policy to ONNX.")
     parser.add_argument("path", help="run directory or checkpoint file")
     parser.add_argument("--output", "-o", default=None, help="output .onnx file (default: <checkpoint>.onnx)")
     args = parser.parse_args(argv)
@@ -133,6 +195,10 @@ def _export(argv: Sequence[str]) -> int:
 
 
 COMMANDS = {"train": _train, "eval": _eval, "export": _export}
+
+
+def _stop_during_start_up(signum: int, frame: object) -> None:
+    raise StopNow(signum)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,14 +216,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"rlpg: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_USAGE
+    # SIGTERM / SIGUSR1 before the training loop takes them over (importing torch, building envs): stop quietly
+    previous = {}
+    try:
+        for s in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+            if s is not None:
+                previous[s] = signal.signal(s, _stop_during_start_up)
+    except ValueError:  # not the main thread (main() called from a thread): leave the handlers alone
+        previous = {}
     try:
         return COMMANDS[command](rest)
     except RLPGError as e:
         print(f"rlpg: error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("rlpg: interrupted", file=sys.stderr)
+        print("rlpg: interrupted (SIGINT); nothing was saved", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except StopNow as e:
+        print(f"rlpg: interrupted ({signal.Signals(e.signum).name}); nothing was saved", file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 `TrainConfig` holds what the trainer needs (environment, scale, logging, evaluation); each agent has its
 own `<Algo>Config(AgentConfig)` next to its update in agents/. `__post_init__` rejects bad values with a
-message that names the flag and the fix.
+message that names the flag and the fix: first `check_fields` (types, NaN and infinities, integer bounds)
+for every field, then each config's own ranges.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -18,6 +20,53 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rlpg.errors import ConfigError
+
+MAX_INT = 2**62
+"""bound of every integer setting (sizes are checked against memory separately, see rlpg.trainer)"""
+MAY_BE_INFINITE = ("norm_type",)
+"""float settings where +inf means something (the max norm); every other float must be finite"""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def check_fields(obj: Any) -> None:
+    """Type, finiteness and integer bounds of every field of a config dataclass: a NaN passes every `<` test, so
+    it must be caught here, before the ranges are checked."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value, tp = getattr(obj, f.name), hints[f.name]
+        args = typing.get_args(tp)
+        if typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in args:
+            if value is None:
+                continue
+            tp = next(a for a in args if a is not type(None))
+        flag = _flag(f.name)
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{flag} must be true or false, got {value!r}")
+        elif tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{flag} must be an integer, got {value!r}")
+            if abs(value) > MAX_INT:
+                raise ConfigError(f"{flag} is out of range: {value}")
+        elif tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{flag} must be a number, got {value!r}")
+            if math.isnan(value) or (math.isinf(value) and not (f.name in MAY_BE_INFINITE and value > 0)):
+                raise ConfigError(f"{flag} must be a finite number, got {value}")
+        elif tp is str:
+            if not isinstance(value, str):
+                raise ConfigError(f"{flag} must be a string, got {value!r}")
+        elif typing.get_origin(tp) is tuple:
+            inner = typing.get_args(tp)[0]
+            if not isinstance(value, tuple | list) or not all(
+                isinstance(v, inner) and not isinstance(v, bool) for v in value
+            ):
+                raise ConfigError(f"{flag} must be a list of {inner.__name__} values, got {value!r}")
+            if inner is int and any(abs(v) > MAX_INT for v in value):
+                raise ConfigError(f"{flag} is out of range: {value}")
 
 
 def positive(obj: Any, *names: str, allow_zero: bool = False) -> None:
@@ -67,10 +116,13 @@ class AgentConfig:
     """clip each gradient element to [-clip_value, clip_value] before norm clipping (none to disable)"""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         in_range(self, "gamma", 0.0, 1.0)
         in_range(self, "gae_lambda", 0.0, 1.0)
-        positive(self, "learning_rate", "max_grad_norm", "norm_type", "clip_value")
-        positive(self, "momentum", allow_zero=True)
+        positive(self, "learning_rate", "max_grad_norm", "clip_value")
+        in_range(self, "momentum", 0.0, 0.999)
+        if self.norm_type < 1:
+            raise ConfigError(f"--norm-type must be >= 1 (a p-norm) or inf, got {self.norm_type}")
         one_of(self, "optimizer", ("adam", "sgd", "rmsprop"))
 
     def validate_batch(self, num_envs: int, num_steps: int) -> None:
@@ -133,8 +185,14 @@ class TrainConfig:
     """write metrics to TensorBoard every this many updates"""
     histogram_interval: int = 0
     """write weight and gradient histograms every this many updates (0: never)"""
-    checkpoint_interval: int = 0
-    """save last.pt every this many steps (0: only at evaluations and at the end)"""
+    checkpoint_interval: int = 200_000
+    """save last.pt every this many steps (0: not by steps), and also by time (checkpoint_seconds), on a stop
+    signal and at the end"""
+    checkpoint_seconds: float = 120.0
+    """save last.pt at least every this many seconds of training (0: not by time)"""
+    max_skipped_updates: int = 5
+    """an update with a non-finite loss or gradient is skipped (weights and optimizer untouched); stop the run with
+    an error after this many in a row"""
     logdir: str = "runs"
     """parent directory of run directories"""
     run_name: str = ""
@@ -143,6 +201,7 @@ class TrainConfig:
     """show a progress bar"""
 
     def __post_init__(self) -> None:
+        check_fields(self)
         positive(
             self,
             "num_envs",
@@ -153,17 +212,40 @@ class TrainConfig:
             "log_interval",
             "clip_obs",
             "clip_reward",
+            "max_skipped_updates",
         )
-        positive(self, "eval_interval", "histogram_interval", "checkpoint_interval", "torch_threads", allow_zero=True)
+        positive(self, "eval_interval", "histogram_interval", "checkpoint_interval", "torch_threads",
+                 "checkpoint_seconds", allow_zero=True)
         one_of(self, "backend", ("auto", "torch", "gymnasium"))
-        if any(h <= 0 for h in self.hidden_sizes):
-            raise ConfigError(f"--hidden-sizes must be positive integers, got {self.hidden_sizes}")
-        if self.seed < 0:
-            raise ConfigError(f"--seed must be >= 0, got {self.seed}")
+        if not self.hidden_sizes or any(h <= 0 or h > 1 << 20 for h in self.hidden_sizes):
+            raise ConfigError(f"--hidden-sizes must be one or more integers in [1, 1048576], got {self.hidden_sizes}")
+        if not 0 <= self.seed < 2**32:
+            raise ConfigError(f"--seed must lie in [0, 2**32 - 1] (numpy's seed range), got {self.seed}")
+        if self.torch_threads > 4096:
+            raise ConfigError(f"--torch-threads must be <= 4096, got {self.torch_threads}")
+        if not self.env_id:
+            raise ConfigError("--env must name an environment, e.g. CartPole-v1")
+        if not self.logdir:
+            raise ConfigError("--logdir must not be empty")
+        check_run_name(self.run_name)
 
     @property
     def batch_size(self) -> int:
         return self.num_envs * self.num_steps
+
+
+MAX_RUN_NAME = 200
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one directory name inside --logdir: no separators, not '.' or '..', at most 200 characters."""
+    if not name:
+        return
+    if len(name) > MAX_RUN_NAME:
+        raise ConfigError(f"--run-name is {len(name)} characters long; use at most {MAX_RUN_NAME}")
+    if name.strip() in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
+        raise ConfigError(f"--run-name must be a single directory name inside --logdir (no '/', '\\', '..' or "
+                          f"surrounding spaces), got {name!r}")
 
 
 # ----------------------------------------------------------------------------------------- command line

@@ -41,3 +41,13 @@ def unknown_name(kind: str, name: str, known: Iterable[str]) -> UnknownNameError
         close = [k for k in known if name.lower().split("-")[0] in k.lower()][:3]
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return UnknownNameError(f"unknown {kind} {name!r}{hint}")
+
+
+class StopNow(BaseException):
+    """A stop signal (SIGTERM, SIGINT, SIGUSR1) that cannot wait for the end of the current iteration: a second
+    signal, or one that arrives while nothing is half done. A BaseException, like KeyboardInterrupt, so no
+    `except Exception` swallows it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum

@@ -5,6 +5,7 @@ Needs the `onnx` extra (`pip install 'rlpg[onnx]'`): torch's exporter uses onnx 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -38,10 +39,23 @@ class DeterministicPolicy(nn.Module):
         return self.policy(x)
 
 
+def check_output(out: Path) -> Path:
+    """An export never overwrites a checkpoint or anything but an .onnx file, and its directory must exist."""
+    if out.suffix.lower() != ".onnx":
+        raise RLPGError(f"--output {out} must end in .onnx (an export never overwrites a checkpoint or other file)")
+    if out.is_dir():
+        raise RLPGError(f"--output {out} is a directory; name a file such as {out / 'policy.onnx'}")
+    if not out.parent.is_dir():
+        raise RLPGError(f"--output {out}: directory {out.parent} does not exist; create it first")
+    if not os.access(out.parent, os.W_OK):
+        raise RLPGError(f"--output {out}: directory {out.parent} is not writable")
+    return out
+
+
 def export_onnx(path: str | Path, output: str | Path | None = None) -> Path:
     """Write the deterministic policy of a run directory or checkpoint to an .onnx file (atomically)."""
     src = checkpoint.resolve(path)
-    out = Path(output) if output else src.with_suffix(".onnx")
+    out = check_output(Path(output) if output else src.with_suffix(".onnx"))
     trained = load_policy(src)
     module = DeterministicPolicy(trained).eval()
     example = torch.zeros(2, *trained.policy.obs_space.shape)

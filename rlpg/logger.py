@@ -7,11 +7,16 @@ those on each device and copies them to the host once, instead of one `.item()` 
 from __future__ import annotations
 
 import math
+import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.summary.writer.record_writer import RecordWriter
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 
@@ -29,12 +34,56 @@ def to_host(metrics: Mapping[str, Tensor | float | int]) -> dict[str, float]:
     return out
 
 
-class Logger:
-    """A SummaryWriter in `logdir` with helpers for scalars, weight/gradient histograms and hparams."""
+def _stale(event: Event, last_step: int) -> bool:
+    """An event a resumed run will write again: one after the checkpoint's step, or the hparams summary of a
+    finished run (written once more when the continued run finishes)."""
+    if event.step > last_step:
+        return True
+    return any(v.tag.startswith("hparam/") or v.metadata.plugin_data.plugin_name == "hparams"
+               for v in event.summary.value)
 
-    def __init__(self, logdir: str | Path) -> None:
+
+def purge_events(logdir: str | Path, last_step: int) -> int:
+    """Drop the events a resumed run will log again from every event file in `logdir` (see `_stale`), so the
+    continued curves have neither duplicated nor rewound points for any reader, not only for TensorBoard's own
+    purge. Each file is rewritten atomically (temp file + rename); returns the number of events dropped."""
+    dropped = 0
+    for path in sorted(Path(logdir).glob("events.out.tfevents.*")):
+        kept: list[bytes] = []
+        stale = 0
+        for record in RawEventFileLoader(str(path)).Load():
+            event = Event.FromString(record)
+            if _stale(event, last_step):
+                stale += 1
+            else:
+                kept.append(record)
+        if not stale:
+            continue
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                writer = RecordWriter(f)
+                for record in kept:
+                    writer.write(record)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        dropped += stale
+    return dropped
+
+
+class Logger:
+    """A SummaryWriter in `logdir` with helpers for scalars, weight/gradient histograms and hparams.
+
+    `purge_step` (a resumed run: the checkpoint's step + 1) also tells TensorBoard to hide anything it had
+    already read at or after that step."""
+
+    def __init__(self, logdir: str | Path, purge_step: int | None = None) -> None:
         self.logdir = Path(logdir)
-        self.writer = SummaryWriter(str(self.logdir), flush_secs=10)
+        self.writer = SummaryWriter(str(self.logdir), flush_secs=10, purge_step=purge_step)
 
     def scalars(self, metrics: Mapping[str, Tensor | float | int], step: int) -> dict[str, float]:
         """Write every metric at `step` (non-finite values are skipped); returns them as floats."""
@@ -58,9 +107,9 @@ class Logger:
     def text(self, tag: str, text: str) -> None:
         self.writer.add_text(tag, text, 0)
 
-    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float], step: int) -> None:
         clean = {k: (v if isinstance(v, int | float | str | bool) else str(v)) for k, v in hparams.items()}
-        self.writer.add_hparams(clean, dict(metrics), run_name=".")
+        self.writer.add_hparams(clean, dict(metrics), run_name=".", global_step=step)
 
     def flush(self) -> None:
         self.writer.flush()

@@ -246,7 +246,8 @@ class ActorCritic(nn.Module):
         """[B, *obs_shape] -> [B, D] in the parameters' dtype (float32 unless the policy was cast)."""
         dtype = self.critic[0].weight.dtype
         if isinstance(self.obs_space, gym.spaces.Discrete):
-            return nn.functional.one_hot(obs.long().reshape(-1), int(self.obs_space.n)).to(dtype)
+            index = obs.long().reshape(-1) - int(self.obs_space.start)  # Discrete(n, start) holds start .. start+n-1
+            return nn.functional.one_hot(index, int(self.obs_space.n)).to(dtype)
         return obs.reshape(obs.shape[0], -1).to(dtype)
 
     def dist(self, obs: Tensor) -> Distribution:

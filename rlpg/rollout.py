@@ -6,12 +6,24 @@ between host and device inside the loop; with Gymnasium envs the adapter does th
 
 from __future__ import annotations
 
+import math
+
+import gymnasium as gym
 import torch
 from torch import Tensor
 
 from rlpg.errors import RLPGError
 from rlpg.policies import ActorCritic
 from rlpg.types import Rollout, VecEnv
+
+
+def rollout_bytes(obs_space: gym.Space, action_space: gym.Space, num_envs: int, num_steps: int, hidden: int) -> int:
+    """Roughly the memory one iteration needs for its [T, N] storage and the batched critic pass over it: obs and
+    next obs (and the critic's copy of them), actions, six float and two bool columns, the hidden activations."""
+    d = int(math.prod(obs_space.shape)) if isinstance(obs_space, gym.spaces.Box) else int(getattr(obs_space, "n", 1))
+    a = int(math.prod(action_space.shape or (1,)))
+    per_sample = 4 * 4 * d + 8 * a + 6 * 4 + 2 + 3 * 4 * hidden
+    return num_envs * num_steps * per_sample
 
 
 class Collector:
@@ -52,7 +64,14 @@ class Collector:
             b_obs[t], b_actions[t], b_logp[t] = obs, action, d.log_prob(action)
             obs, reward, terminated, truncated, info = self.env.step(action)
             b_rewards[t], b_terminated[t], b_truncated[t] = reward, terminated, truncated
-            b_next_obs[t] = info.get("final_obs", obs)
+            if "final_obs" not in info:
+                # without it a truncated episode would silently bootstrap from the next episode's first observation
+                raise RLPGError(
+                    f"{type(self.env).__name__}.step() returned no info['final_obs']: a VecEnv must return the last "
+                    "observation of each sub-env (the observation itself where the episode goes on), see "
+                    "rlpg.types.VecEnv"
+                )
+            b_next_obs[t] = info["final_obs"]
             if "episode_return" in info:
                 done = (terminated | truncated).float()
                 ret_sum += (info["episode_return"] * done).sum()
@@ -60,6 +79,9 @@ class Collector:
                 count += done.sum()
         self.obs = obs
         assert b_actions is not None
+        check = getattr(self.env, "check_finite", None)
+        if check is not None:  # envs on an accelerator report a NaN / inf once per rollout (see CheckFinite)
+            check()
         values, next_values = critic_values(self.policy, b_obs, b_next_obs, obs, b_terminated | b_truncated)
         return Rollout(
             b_obs,
@@ -105,6 +127,10 @@ def critic_values(
     return ext[:-1], next_values
 
 
+EVAL_STEPS_WITHOUT_TIME_LIMIT = 10_000
+"""steps an evaluation episode may take in an env that has no time limit of its own, before `evaluate` stops"""
+
+
 @torch.no_grad()
 def evaluate(
     env: VecEnv,
@@ -112,16 +138,22 @@ def evaluate(
     episodes: int,
     seed: int | None = None,
     deterministic: bool = True,
-    max_steps: int = 1_000_000,
+    max_steps: int | None = None,
 ) -> Tensor:
     """Returns of `episodes` complete episodes [episodes] (on the host), run with the policy's mode.
 
     Each of the N envs runs a fixed share of the episodes (episodes // N, plus one for the first
     episodes % N), so short episodes are not over-represented, as SB3's evaluate_policy does. `env`
-    must report episode statistics (rlpg.envs.make adds them).
+    must report episode statistics (rlpg.envs.make adds them). At most `max_steps` steps per env are taken
+    (default: the env's share of episodes times its time limit, or EVAL_STEPS_WITHOUT_TIME_LIMIT per episode
+    when it has none), then RLPGError: an env whose episodes never end cannot hang an evaluation.
     """
     n = env.num_envs
     device = next(policy.parameters()).device
+    share = episodes // n + (episodes % n > 0)
+    if max_steps is None:
+        limit = getattr(env, "max_episode_steps", None) or EVAL_STEPS_WITHOUT_TIME_LIMIT
+        max_steps = share * limit + 1
     targets = torch.tensor([episodes // n + (i < episodes % n) for i in range(n)], device=device)
     per_env = int(targets.max())
     buf = torch.zeros((n, max(per_env, 1)), device=device)
@@ -139,9 +171,13 @@ def evaluate(
         if step % 16 == 15 and bool((counts >= targets).all()):
             break
     else:
-        raise RLPGError(
-            f"evaluation did not finish {episodes} episodes in {max_steps} steps per env; "
-            "does the environment have a time limit?"
-        )
+        if not bool((counts >= targets).all()):
+            done = int(counts.sum())
+            name = getattr(env, "spec_id", type(env).__name__)
+            raise RLPGError(
+                f"evaluation stopped after {max_steps} steps per env with {done} of {episodes} episodes of {name} "
+                "finished; an env without a time limit needs one (gymnasium.register(..., max_episode_steps=N) "
+                "or gymnasium.wrappers.TimeLimit)"
+            )
     mask = torch.arange(max(per_env, 1), device=device).unsqueeze(0) < targets.unsqueeze(1)
     return buf[mask].cpu()

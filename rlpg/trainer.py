@@ -1,16 +1,26 @@
-"""The training loop: collect -> advantages -> agent.update -> log -> evaluate / checkpoint.
+"""The training loop: collect -> advantages -> agent.update -> log -> evaluate / checkpoint, and the run directory
+it lives in.
 
-Only this module knows the order of the steps and holds the TensorBoard logger.
+Only this module knows the order of the steps and holds the TensorBoard logger. A run survives what happens to
+long runs: `last.pt` is written every `checkpoint_interval` steps and `checkpoint_seconds` seconds, on SIGTERM,
+SIGINT and SIGUSR1, and at the end, always at an iteration boundary, so `resume=RUN_DIR` (`rlpg train --resume`)
+continues it exactly: on torch-native envs bit for bit, as if it had never stopped.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import random
+import shutil
+import signal
+import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -20,14 +30,26 @@ from tqdm import tqdm
 from rlpg import checkpoint
 from rlpg.agents import ALGOS
 from rlpg.config import TrainConfig, build, to_dict
-from rlpg.envs import load_normalizer_state, make, normalizer_state, resolve_backend, set_training
-from rlpg.errors import ConfigError, unknown_name
-from rlpg.logger import Logger, to_host
+from rlpg.envs import (
+    env_state,
+    load_env_state,
+    load_normalizer_state,
+    make,
+    normalizer_state,
+    resolve_backend,
+    set_training,
+)
+from rlpg.errors import CheckpointError, ConfigError, NonFiniteError, StopNow, unknown_name
+from rlpg.logger import Logger, purge_events, to_host
 from rlpg.policies import ActorCritic, freeze
 from rlpg.presets import preset
-from rlpg.rollout import Collector, evaluate
-from rlpg.runtime import keep_heap_memory
+from rlpg.rollout import Collector, evaluate, rollout_bytes
 from rlpg.types import Agent, Batch, Rollout
+
+RESUMABLE = ("total_steps", "progress", "log_interval", "histogram_interval", "eval_interval", "eval_episodes",
+             "num_eval_envs", "checkpoint_interval", "checkpoint_seconds", "torch_threads", "keep_heap",
+             "max_skipped_updates")
+"""settings a resumed run may change: how long it runs and what it logs, never what it learns from"""
 
 
 @dataclass
@@ -45,26 +67,93 @@ class TrainResult:
     train_seconds: float = 0.0
     """wall time of the training loop (rollouts, updates, logging, periodic evaluation), without set-up and
     without the final evaluation"""
+    signal: int | None = None
+    """the signal that stopped the run (SIGINT, SIGTERM, SIGUSR1), None when it ran to the end"""
+    saved_step: int | None = None
+    """the step of the last.pt the run leaves behind (None: none could be written)"""
+    skipped_updates: int = 0
+    """updates skipped for a non-finite loss or gradient"""
 
 
+# ------------------------------------------------------------------------------------------------ devices, memory
 def resolve_device(name: str) -> torch.device:
+    """The torch device of `--device`: auto, cpu, cuda, cuda:N or mps, checked to exist."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda was asked for but no CUDA device is available; use --device cpu or auto")
-    return device
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"--device {name!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cpu":
+        return torch.device("cpu")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} was asked for but no CUDA device is available; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+        return device
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("--device mps was asked for but MPS is not available here; use --device cpu")
+        return device
+    raise ConfigError(f"--device {name}: rlpg trains on cpu, cuda or mps, not on {device.type!r} devices")
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for new tensors on `device` (None when unknown): MemAvailable for the CPU, the driver's free
+    memory for CUDA."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+# bytes per sub-env besides the rollout: a torch-native env holds a few state tensors; a Gymnasium env is a Python
+# object (a classic-control one takes a few kB, a MuJoCo one its model and data)
+ENV_BYTES = {"torch": 256, "gymnasium": 64 * 1024}
+
+
+def check_memory(what: str, need: int, device: torch.device, fix: str) -> None:
+    """ConfigError before an allocation of ~`need` bytes that cannot fit (a clear line instead of an allocator
+    traceback, or the machine swapping for minutes)."""
+    free = available_memory(device)
+    if free is not None and need > free:
+        raise ConfigError(f"{what} needs about {need / 2**30:.3g} GiB but only {free / 2**30:.3g} GiB is free on "
+                          f"{device}; {fix}")
+
+
+# --------------------------------------------------------------------------------------------------- seeds
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def derived_seed(*keys: int) -> int:
+    """A reproducible 32-bit seed from integers (numpy's SeedSequence hashing): distinct keys, unrelated streams."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
+
+
+def check_spaces(payload: dict[str, Any], env: Any, what: str) -> None:
+    """ConfigError when a checkpoint was made for other observation / action spaces than `env` has."""
+    for key, space in (("observation", env.single_observation_space), ("action", env.single_action_space)):
+        saved = checkpoint.space_from_dict(payload["spaces"][key])
+        if saved != space:
+            raise ConfigError(f"{what} was made for {payload.get('env_id')} with {key} space {saved}, but this "
+                              f"environment has {space}; use a checkpoint of the same environment")
+
+
+# ------------------------------------------------------------------------------------------------------- configs
 def resolve_configs(
     algo: str = "ppo",
     env_id: str | None = None,
@@ -77,8 +166,10 @@ def resolve_configs(
     _, config_cls = ALGOS[algo]
     env_id = env_id or overrides.pop("env_id", None) or TrainConfig.env_id
     overrides.pop("env_id", None)
+    if not isinstance(env_id, str):
+        raise ConfigError(f"--env must be an environment id, got {env_id!r}")
     backend = overrides.get("backend") or "auto"
-    tuned = preset(algo, env_id, resolve_backend(env_id, backend))
+    tuned = preset(algo, env_id, resolve_backend(env_id, backend) if isinstance(backend, str) else "auto")
     known = {f for cls in (TrainConfig, config_cls) for f in cls.__dataclass_fields__}
     unknown = sorted(k for k in overrides if k not in known)
     if unknown:
@@ -88,6 +179,68 @@ def resolve_configs(
     agent_cfg = build(config_cls, tuned, overrides)
     agent_cfg.validate_batch(cfg.num_envs, cfg.num_steps)
     return cfg, agent_cfg
+
+
+def resume_configs(run_dir: str | Path, algo: str | None = None, env_id: str | None = None,
+                   overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, Any, dict[str, Any]]:
+    """The configs of the run in `run_dir`, as saved in its last.pt, with the few settings a resumed run may
+    change (RESUMABLE) taken from `overrides`; any other setting that differs is a ConfigError. Returns
+    (TrainConfig, agent config, the last.pt payload)."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise ConfigError(f"--resume {run}: no such run directory")
+    if not (run / "last.pt").is_file():
+        raise ConfigError(f"--resume {run}: it has no last.pt to continue from; is it an rlpg run directory?")
+    payload = checkpoint.load(run / "last.pt")
+    missing = [k for k in ("resume", "agent", "rng", "iteration") if k not in payload]
+    if missing or "agent" not in payload["config"]:
+        raise CheckpointError(f"{run / 'last.pt'} lacks the state a resumed run needs ({', '.join(missing)}); "
+                              "it was written by an older rlpg: start a new run with --init-from instead")
+    saved_train, saved_agent = payload["config"]["train"], payload["config"]["agent"]
+    if algo is not None and algo != payload["algo"]:
+        raise ConfigError(f"--algo {algo}: the run in {run} was trained with {payload['algo']}; drop --algo to resume")
+    if env_id is not None and env_id != payload["env_id"]:
+        raise ConfigError(f"--env {env_id}: the run in {run} was trained on {payload['env_id']}; drop --env to resume")
+    if payload["algo"] not in ALGOS:
+        raise CheckpointError(f"{run / 'last.pt'} was made by an unknown algorithm {payload['algo']!r}")
+    _, config_cls = ALGOS[payload["algo"]]
+    overrides = dict(overrides or {})
+    for key, value in overrides.items():
+        saved = saved_train.get(key, saved_agent.get(key))
+        if isinstance(value, tuple):
+            value = list(value)
+        if key not in RESUMABLE and value != saved:
+            raise ConfigError(
+                f"--{key.replace('_', '-')} cannot change when resuming (the run used {saved!r}); a resumed run "
+                f"may change only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)}"
+            )
+    keep = {k: v for k, v in overrides.items() if k in RESUMABLE}
+    try:
+        cfg = build(TrainConfig, saved_train, keep)
+        agent_cfg = build(config_cls, saved_agent)
+    except TypeError as e:
+        raise CheckpointError(f"{run / 'last.pt'} holds a config this rlpg cannot read ({e})") from None
+    cfg = replace(cfg, logdir=str(run.parent), run_name=run.name, init_from="")
+    if payload["global_step"] >= cfg.total_steps:
+        raise ConfigError(f"the run in {run} already finished its {cfg.total_steps} steps; pass a larger "
+                          "--total-steps to continue it")
+    return cfg, agent_cfg, payload
+
+
+def train(algo: str | None = None, env_id: str | None = None, *, resume: str | Path | None = None,
+          overwrite: bool = False, **overrides: Any) -> TrainResult:
+    """Train `algo` (default "ppo") on `env_id`; keyword arguments are any TrainConfig or agent-config field.
+
+    result = rlpg.train("ppo", "CartPole-v1", total_steps=100_000, seed=1)
+    result = rlpg.train(resume=result.run_dir, total_steps=200_000)   # continue a run (see resume_configs)
+
+    An existing run directory (an explicit `run_name`) is an error unless `overwrite=True` replaces it.
+    """
+    if resume is not None:
+        cfg, agent_cfg, payload = resume_configs(resume, algo, env_id, overrides)
+        return Trainer(cfg, agent_cfg, resume_from=payload).run()
+    cfg, agent_cfg = resolve_configs(algo or "ppo", env_id, overrides)
+    return Trainer(cfg, agent_cfg, overwrite=overwrite).run()
 
 
 def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -> Batch:
@@ -103,27 +256,136 @@ def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -
     )
 
 
-def train(algo: str = "ppo", env_id: str | None = None, **overrides: Any) -> TrainResult:
-    """Train `algo` on `env_id`; keyword arguments are any TrainConfig or agent-config field.
-
-    result = rlpg.train("ppo", "CartPole-v1", total_steps=100_000, seed=1)
-    result.eval_mean_return, result.run_dir
-    """
-    cfg, agent_cfg = resolve_configs(algo, env_id, overrides)
-    return Trainer(cfg, agent_cfg).run()
+# -------------------------------------------------------------------------------------------------------- signals
+STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
 
 
+class StopSignals:
+    """SIGTERM (kill, SLURM, Kubernetes, docker stop), SIGINT (Ctrl-C) and SIGUSR1 (SLURM's --signal warning) stop
+    a run cleanly. While an iteration is half done (`safe` False) the first signal only asks the loop to stop at the
+    end of it, so last.pt holds a consistent state; a signal while nothing is half done, or a second one, raises
+    StopNow at once. Handlers are installed only in the main thread and restored on exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.safe = True
+        self.closing = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for s in STOP_SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = self.signum is None
+        self.signum = self.signum or signum
+        if self.closing:
+            return
+        if first and not self.safe:
+            name = signal.Signals(signum).name
+            print(f"\nrlpg: {name}: stopping after this update and saving last.pt (send it again to stop at once)",
+                  file=sys.stderr, flush=True)
+            return
+        raise StopNow(signum)
+
+
+# -------------------------------------------------------------------------------------------------- run directory
+def looks_like_run(path: Path) -> bool:
+    """An rlpg run directory (or an empty one), which --overwrite may delete."""
+    names = {p.name for p in path.iterdir()}
+    return not names or "config.json" in names or bool(names & {"last.pt", "best.pt"})
+
+
+def prepare_run_dir(logdir: Path, name: str, explicit: bool, overwrite: bool) -> Path:
+    """Check (do not create) the run directory: an existing one is never reused silently."""
+    if logdir.exists() and not logdir.is_dir():
+        raise ConfigError(f"--logdir {logdir} is a file, not a directory; pass a directory")
+    run_dir = logdir / name
+    if explicit and (run_dir.exists() or run_dir.is_symlink()):
+        if not run_dir.is_dir():
+            raise ConfigError(f"{run_dir} exists and is not a directory; choose another --run-name")
+        if not overwrite:
+            raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume {run_dir}, replace "
+                              "it with --overwrite, or choose another --run-name")
+        if not looks_like_run(run_dir):
+            raise ConfigError(f"refusing to replace {run_dir}: it is not an rlpg run directory (no config.json or "
+                              "checkpoint); choose another --run-name")
+    return run_dir
+
+
+def create_run_dir(run_dir: Path, explicit: bool, overwrite: bool) -> Path:
+    """Create the run directory; an automatic name gets a _2, _3, ... suffix instead of sharing a directory."""
+    try:
+        if explicit:
+            if overwrite and run_dir.is_dir():
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=False)
+            return run_dir
+        base, n = run_dir, 1
+        while True:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=False)
+                return run_dir
+            except FileExistsError:
+                n += 1
+                run_dir = base.with_name(f"{base.name}_{n}")
+    except FileExistsError:
+        raise ConfigError(f"run directory {run_dir} was created by another process meanwhile; choose another "
+                          "--run-name") from None
+    except OSError as e:
+        raise ConfigError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------- trainer
 class Trainer:
-    """Builds envs, policy, agent and logger from the configs, then runs the loop."""
+    """Builds envs, policy, agent and logger from the configs, then runs the loop.
 
-    def __init__(self, cfg: TrainConfig, agent_cfg: Any) -> None:
-        self.cfg, self.agent_cfg = cfg, agent_cfg
+    `resume_from`: a last.pt payload (see `resume_configs`) whose run continues in its own directory.
+    """
+
+    def __init__(self, cfg: TrainConfig, agent_cfg: Any, resume_from: dict[str, Any] | None = None,
+                 overwrite: bool = False) -> None:
         agent_cls, _ = ALGOS[cfg.algo]
         self.device = resolve_device(cfg.device)
+        self.backend = resolve_backend(cfg.env_id, cfg.backend)
+        # config.json and checkpoints record what the run used, not "auto"
+        cfg = replace(cfg, backend=self.backend, device=str(self.device))
+        self.cfg, self.agent_cfg, self.resume_from = cfg, agent_cfg, resume_from
+        self.explicit_name, self.overwrite = bool(cfg.run_name), overwrite
+        name = cfg.run_name or f"{cfg.env_id.replace('/', '_').replace(':', '_')}__{cfg.algo}__{cfg.seed}__" \
+                               f"{int(time.time())}"
+        if resume_from is None:
+            self.run_dir = prepare_run_dir(Path(cfg.logdir), name, self.explicit_name, overwrite)
+        else:
+            self.run_dir = Path(cfg.logdir) / cfg.run_name
+        # a rough lower bound before anything is allocated; the rollout is checked precisely once spaces are known
+        check_memory(f"{cfg.num_envs} {self.backend} envs x {cfg.num_steps} steps",
+                     cfg.num_envs * (ENV_BYTES[self.backend] + 24 * cfg.num_steps) + cfg.num_eval_envs
+                     * ENV_BYTES[self.backend], self.device if self.backend == "torch" else torch.device("cpu"),
+                     "lower --num-envs, --num-steps or --num-eval-envs")
+        previous_threads = torch.get_num_threads()
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        if cfg.keep_heap:
-            keep_heap_memory()
+        try:
+            self._build(agent_cls)
+        finally:
+            self._threads = torch.get_num_threads()
+            torch.set_num_threads(previous_threads)  # rlpg.train() leaves the process as it found it
+        self.global_step = 0
+        self.iteration = 0
+        self.best_eval = -math.inf
+        self.skipped_updates = 0
+        self.stop = StopSignals()
+
+    def _build(self, agent_cls: type) -> None:
+        cfg, agent_cfg = self.cfg, self.agent_cfg
         seed_everything(cfg.seed)
         gamma = getattr(agent_cfg, "gamma", 0.99)
         common = dict(
@@ -133,49 +395,54 @@ class Trainer:
             normalize_obs=cfg.normalize_obs,
             clip_obs=cfg.clip_obs,
         )
-        self.env = make(
-            cfg.env_id,
-            cfg.num_envs,
-            seed=cfg.seed,
-            normalize_reward=cfg.normalize_reward,
-            gamma=gamma,
-            clip_reward=cfg.clip_reward,
-            **common,
-        )
-        self.backend = resolve_backend(cfg.env_id, cfg.backend)
-        self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
+        self.env = make(cfg.env_id, cfg.num_envs, seed=cfg.seed, normalize_reward=cfg.normalize_reward, gamma=gamma,
+                        clip_reward=cfg.clip_reward, **common)
+        try:
+            self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
+        except BaseException:
+            self.env.close()
+            raise
         set_training(self.eval_env, False)
-        self.policy = ActorCritic(
-            self.env.single_observation_space,
-            self.env.single_action_space,
-            cfg.hidden_sizes,
-            cfg.activation,
-            cfg.log_std_init,
-        ).to(self.device)
-        if cfg.init_from:
-            pre = checkpoint.load(cfg.init_from, map_location=self.device)
-            try:
-                self.policy.load_state_dict(pre["policy"])
-            except RuntimeError as e:
-                raise ConfigError(
-                    f"--init-from {cfg.init_from}: its policy does not fit this one ({str(e).splitlines()[0]})"
-                ) from None
-            load_normalizer_state(self.env, pre.get("normalizer", {}))
-        self.frozen = freeze(self.policy, cfg.freeze)
-        self.agent: Agent = agent_cls(self.policy, agent_cfg)
-        name = cfg.run_name or f"{cfg.env_id.replace('/', '_')}__{cfg.algo}__{cfg.seed}__{int(time.time())}"
-        self.run_dir = Path(cfg.logdir) / name
-        self.global_step = 0
-        self.iteration = 0
-        self.best_eval = -math.inf
+        try:
+            obs_space, act_space = self.env.single_observation_space, self.env.single_action_space
+            check_memory(f"a rollout of {cfg.num_envs} envs x {cfg.num_steps} steps",
+                         rollout_bytes(obs_space, act_space, cfg.num_envs, cfg.num_steps, max(cfg.hidden_sizes)),
+                         self.device, "lower --num-envs or --num-steps")
+            sizes = [1 << 10, *cfg.hidden_sizes, 1 << 10]  # in/out sizes are small next to what this guards against
+            weights = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))  # actor and critic
+            check_memory(f"--hidden-sizes {' '.join(map(str, cfg.hidden_sizes))}", 16 * weights, self.device,
+                         "use smaller hidden layers")  # weights, gradients and two optimizer moments, float32
+            self.policy = ActorCritic(obs_space, act_space, cfg.hidden_sizes, cfg.activation,
+                                      cfg.log_std_init).to(self.device)
+            if cfg.init_from and self.resume_from is None:
+                pre = checkpoint.load(cfg.init_from, map_location=self.device)
+                check_spaces(pre, self.env, f"--init-from {cfg.init_from}")
+                try:
+                    self.policy.load_state_dict(pre["policy"])
+                except RuntimeError as e:
+                    raise ConfigError(f"--init-from {cfg.init_from}: its policy does not fit this one "
+                                      f"({str(e).splitlines()[0]})") from None
+                load_normalizer_state(self.env, pre.get("normalizer", {}))
+            self.frozen = freeze(self.policy, cfg.freeze)
+            self.agent: Agent = agent_cls(self.policy, agent_cfg)
+        except BaseException:
+            self.close_envs()
+            raise
+
+    def close_envs(self) -> None:
+        self.env.close()
+        self.eval_env.close()
 
     # -------------------------------------------------------------------------------------- checkpoints
-    def payload(self, eval_mean: float | None = None) -> dict[str, Any]:
-        return {
+    def payload(self, eval_mean: float | None = None, collector: Collector | None = None) -> dict[str, Any]:
+        """The checkpoint. With the collector it also holds what --resume needs (last.pt)."""
+        out = {
             "algo": self.cfg.algo,
             "env_id": self.cfg.env_id,
             "global_step": self.global_step,
             "iteration": self.iteration,
+            "best_eval": self.best_eval,
+            "skipped_updates": self.skipped_updates,
             "eval_mean_return": eval_mean,
             "config": {"train": to_dict(self.cfg), "agent": to_dict(self.agent_cfg)},
             "policy": self.policy.state_dict(),
@@ -187,114 +454,222 @@ class Trainer:
                 "action": checkpoint.space_to_dict(self.env.single_action_space),
             },
         }
+        if collector is not None:
+            out["resume"] = {"env": env_state(self.env), "obs": collector.obs, "backend": self.backend}
+        return out
 
-    def run_eval(self, logger: Logger, episodes: int) -> tuple[float, float]:
+    def save_last(self, collector: Collector, eval_mean: float | None = None) -> bool:
+        """Write last.pt; a non-finite state is refused (the previous last.pt stays) and reported."""
+        try:
+            checkpoint.save(self.run_dir / "last.pt", self.payload(eval_mean, collector))
+        except NonFiniteError as e:
+            print(f"rlpg: warning: {e}", file=sys.stderr)
+            return False
+        self.saved_step = self.global_step
+        return True
+
+    def restore(self, payload: dict[str, Any], collector: Collector) -> None:
+        """Continue the run saved in `payload` (a last.pt): weights, optimizer, counters, RNGs, env state."""
+        try:
+            self.policy.load_state_dict(payload["policy"])
+            self.agent.load_state_dict(payload["agent"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"cannot restore the run from its last.pt: {str(e).splitlines()[0]}") from None
+        self.global_step, self.iteration = int(payload["global_step"]), int(payload["iteration"])
+        self.best_eval = float(payload.get("best_eval", -math.inf))
+        self.skipped_updates = int(payload.get("skipped_updates", 0))
+        state = payload["resume"]
+        exact = state["backend"] == "torch" and state["env"]["base"] is not None
+        load_env_state(self.env, state["env"], restore_base=exact)
+        checkpoint.set_rng_state(payload["rng"])
+        if exact:  # the env continues mid-episode, exactly where it stopped
+            collector.obs = state["obs"].to(self.device)
+        else:  # a Gymnasium env cannot save its state: fresh episodes from a seed of its own
+            collector.reset(seed=derived_seed(self.cfg.seed, self.global_step))
+
+    def run_eval(self, logger: Logger, episodes: int, seed: int) -> tuple[float, float]:
         load_normalizer_state(self.eval_env, normalizer_state(self.env))
         self.policy.eval()
-        returns = evaluate(self.eval_env, self.policy, episodes, seed=self.cfg.seed + 10_000)
-        self.policy.train()
+        try:
+            returns = evaluate(self.eval_env, self.policy, episodes, seed=seed)
+        finally:
+            self.policy.train()
         mean, std = float(returns.mean()), float(returns.std(correction=0))
         logger.scalars({"eval/mean_return": mean, "eval/std_return": std}, self.global_step)
         if mean > self.best_eval:
             self.best_eval = mean
-            checkpoint.save(self.run_dir / "best.pt", self.payload(mean))
+            try:
+                checkpoint.save(self.run_dir / "best.pt", self.payload(mean))
+            except NonFiniteError as e:
+                print(f"rlpg: warning: {e}", file=sys.stderr)
         return mean, std
 
+    def guarded_update(self, rollout: Rollout, progress: float) -> dict[str, torch.Tensor] | None:
+        """agent.update, undone when a loss or gradient turns non-finite: the weights and the optimizer state go
+        back to what they were (None is returned). After `max_skipped_updates` in a row, NonFiniteError."""
+        snapshot = (_clone(self.policy.state_dict()), _clone(self.agent.state_dict()))
+        try:
+            advantages, returns = self.agent.advantages(rollout)
+            metrics = self.agent.update(flatten(rollout, advantages, returns), progress)
+            finite = bool(torch.stack([torch.isfinite(p).all() for p in self.policy.parameters()]).all())
+            if not finite:
+                raise NonFiniteError("the update left non-finite weights")
+        except NonFiniteError as e:
+            self.policy.load_state_dict(snapshot[0])
+            self.agent.load_state_dict(snapshot[1])
+            self.skipped_updates += 1
+            self._skips_in_a_row += 1
+            if self._skips_in_a_row >= self.cfg.max_skipped_updates:
+                raise NonFiniteError(f"{self._skips_in_a_row} updates in a row had a non-finite loss or gradient "
+                                     f"(last: {e}); the weights were kept from before them: lower the learning "
+                                     "rate, set --max-grad-norm, or normalise observations and rewards") from None
+            return None
+        self._skips_in_a_row = 0
+        return metrics
+
     # ---------------------------------------------------------------------------------------------- loop
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop at the end of the current iteration, save last.pt and return, as if `signum` had arrived (for code
+        that drives a Trainer, e.g. a time budget of its own)."""
+        self.stop.signum = self.stop.signum or signum
+
     def run(self) -> TrainResult:
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(self._threads)
+        try:
+            with self.stop as stop:
+                return self._run(stop)
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    def _run(self, stop: StopSignals) -> TrainResult:
         cfg = self.cfg
-        if cfg.run_name:  # an explicit name may be reused (e.g. to overwrite a run)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        else:  # two runs started in the same second must not share a directory
-            base, n = self.run_dir, 1
-            while True:
-                try:
-                    self.run_dir.mkdir(parents=True, exist_ok=False)
-                    break
-                except FileExistsError:
-                    n += 1
-                    self.run_dir = base.with_name(f"{base.name}_{n}")
-        resolved = {"train": to_dict(cfg), "agent": to_dict(self.agent_cfg)}
-        (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
-        logger = Logger(self.run_dir)
-        logger.text("config", "```\n" + json.dumps(resolved, indent=2) + "\n```")
         collector = Collector(self.env, self.policy, cfg.num_steps)
-        collector.reset(seed=cfg.seed)
+        resumed = self.resume_from is not None
+        try:
+            if resumed:
+                checkpoint.remove_orphans(self.run_dir / "last.pt")
+                checkpoint.remove_orphans(self.run_dir / "best.pt")
+                self.restore(self.resume_from, collector)
+                purge_events(self.run_dir, self.global_step)
+            else:
+                self.run_dir = create_run_dir(self.run_dir, self.explicit_name, self.overwrite)
+                collector.reset(seed=cfg.seed)
+        except BaseException:
+            self.close_envs()
+            raise
+        resolved = {"train": to_dict(cfg), "agent": to_dict(self.agent_cfg)}
+        if not resumed:
+            (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
+        logger = Logger(self.run_dir, purge_step=self.global_step + 1 if resumed else None)
+        if not resumed:
+            logger.text("config", "```\n" + json.dumps(resolved, indent=2) + "\n```")
         batch_size = cfg.batch_size
         num_iterations = max(1, math.ceil(cfg.total_steps / batch_size))
-        next_eval = cfg.eval_interval or math.inf
-        next_ckpt = cfg.checkpoint_interval or math.inf
-        bar = tqdm(
-            total=num_iterations * batch_size,
-            unit="step",
-            disable=not cfg.progress,
-            dynamic_ncols=True,
-            mininterval=0.5,
-        )
+        bar = tqdm(total=num_iterations * batch_size, initial=self.global_step, unit="step", disable=not cfg.progress,
+                   dynamic_ncols=True, mininterval=0.5)
+        self.saved_step: int | None = self.global_step if resumed else None
+        self._skips_in_a_row = 0
         recent = math.nan
-        start = time.perf_counter()
+        start = last_save = time.perf_counter()
+        start_step = self.global_step
         train_seconds = 0.0
-        interrupted = False
         eval_mean = eval_std = math.nan
+        finished = False
+        consistent = True  # at an iteration boundary: what last.pt would hold resumes exactly
         try:
-            for it in range(num_iterations):
-                self.iteration = it
+            while self.iteration < num_iterations:
+                it = self.iteration
+                consistent = stop.safe = False
                 rollout = collector.collect()
-                advantages, returns = self.agent.advantages(rollout)
-                metrics = self.agent.update(flatten(rollout, advantages, returns), it / num_iterations)
+                metrics = self.guarded_update(rollout, it / num_iterations)
+                prev_step = self.global_step
                 self.global_step += batch_size
+                self.iteration += 1
+                consistent = stop.safe = True
                 bar.update(batch_size)
                 if it % cfg.log_interval == 0 or it == num_iterations - 1:
-                    sps = self.global_step / (time.perf_counter() - start)
-                    host = to_host(
-                        {
-                            **metrics,
-                            "_count": rollout.episode_count,
-                            "_ret": rollout.episode_return_sum,
-                            "_len": rollout.episode_length_sum,
-                        }
-                    )
+                    sps = (self.global_step - start_step) / (time.perf_counter() - start)
+                    host = to_host({
+                        **(metrics or {}),
+                        "_count": rollout.episode_count,
+                        "_ret": rollout.episode_return_sum,
+                        "_len": rollout.episode_length_sum,
+                    })
                     count, ret_sum, len_sum = host.pop("_count"), host.pop("_ret"), host.pop("_len")
                     host["time/sps"] = sps
+                    host["train/skipped_updates"] = float(self.skipped_updates)
                     if count > 0:
                         recent = ret_sum / count
                         host["rollout/episodic_return"] = recent
                         host["rollout/episodic_length"] = len_sum / count
                     logger.write(host, self.global_step)
                     bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{recent:.1f}", refresh=False)
+                if stop.signum is not None:
+                    break
                 if cfg.histogram_interval and it % cfg.histogram_interval == 0:
                     logger.histograms(self.policy, self.global_step)
-                if self.global_step >= next_eval and it < num_iterations - 1:
-                    next_eval += cfg.eval_interval
-                    eval_mean, eval_std = self.run_eval(logger, cfg.eval_episodes)
+                last = self.iteration == num_iterations
+                if _crossed(cfg.eval_interval, prev_step, self.global_step) and not last:
+                    # periodic evaluations start from other states each time (reproducibly), so best.pt is not
+                    # chosen on one fixed set of start states
+                    eval_mean, eval_std = self.run_eval(logger, cfg.eval_episodes,
+                                                        derived_seed(cfg.seed, self.global_step, 1))
                     bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{recent:.1f}", eval=f"{eval_mean:.1f}", refresh=False)
-                if self.global_step >= next_ckpt:
-                    next_ckpt += cfg.checkpoint_interval
-                    checkpoint.save(self.run_dir / "last.pt", self.payload())
+                due_by_time = cfg.checkpoint_seconds and time.perf_counter() - last_save >= cfg.checkpoint_seconds
+                if (_crossed(cfg.checkpoint_interval, prev_step, self.global_step) or due_by_time) and not last:
+                    self.save_last(collector)
+                    last_save = time.perf_counter()
             train_seconds = time.perf_counter() - start
-            eval_mean, eval_std = self.run_eval(logger, cfg.eval_episodes)
-        except KeyboardInterrupt:
-            interrupted = True
-            train_seconds = time.perf_counter() - start
+            if stop.signum is None:
+                # the final policy on the run's fixed evaluation seed (the figure `rlpg train` prints)
+                eval_mean, eval_std = self.run_eval(logger, cfg.eval_episodes, cfg.seed + 10_000)
+                finished = True
+        except StopNow:
+            train_seconds = train_seconds or time.perf_counter() - start
         finally:
+            stop.closing = True  # a signal from here on is only recorded: the final save is short
             bar.close()
-            checkpoint.save(self.run_dir / "last.pt", self.payload(None if interrupted else eval_mean))
-            if not interrupted:
-                logger.hparams(
-                    {**resolved["train"], **resolved["agent"]},
-                    {"hparam/eval_mean_return": eval_mean, "hparam/best_eval_return": self.best_eval},
-                )
-            logger.close()
-            self.env.close()
-            self.eval_env.close()
+            try:
+                # a state half way through an iteration (a second signal, an error) would not resume exactly:
+                # then the last periodic last.pt is kept instead
+                if consistent:
+                    self.save_last(collector, eval_mean if finished else None)
+                if finished:
+                    logger.hparams({**resolved["train"], **resolved["agent"]},
+                                   {"hparam/eval_mean_return": eval_mean, "hparam/best_eval_return": self.best_eval},
+                                   self.global_step)
+            finally:
+                logger.close()
+                self.close_envs()
         return TrainResult(
-            self.run_dir,
-            self.global_step,
-            eval_mean,
-            eval_std,
-            self.best_eval,
-            self.policy,
-            self.agent,
-            interrupted,
-            train_seconds,
+            run_dir=self.run_dir,
+            global_step=self.global_step,
+            eval_mean_return=eval_mean,
+            eval_std_return=eval_std,
+            best_eval_return=self.best_eval,
+            policy=self.policy,
+            agent=self.agent,
+            interrupted=not finished,
+            train_seconds=train_seconds,
+            signal=None if finished else stop.signum,
+            saved_step=self.saved_step,
+            skipped_updates=self.skipped_updates,
         )
+
+
+def _crossed(interval: int, before: int, after: int) -> bool:
+    """Whether the steps (before, after] pass a multiple of `interval` (0: never). Depends on the step alone, so
+    a resumed run evaluates and checkpoints at the same steps as an uninterrupted one."""
+    return bool(interval) and after // interval > before // interval
+
+
+def _clone(tree: Any) -> Any:
+    """A deep copy of a state_dict's tensors (nested dicts / lists), for undoing an update."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        return {k: _clone(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_clone(v) for v in tree)
+    return tree

@@ -19,9 +19,11 @@ class VecEnv(Protocol):
 
     `step` returns obs [N, D] float32, reward [N] float32, terminated [N] bool, truncated [N] bool and an
     info dict. A finished sub-environment is reset in the same step (Gymnasium's SAME_STEP autoreset):
-    the returned obs is the first of the new episode and `info["final_obs"]` [N, D] holds the last
-    observation of the old one on done rows. Episode statistics (see envs.wrappers) appear as
-    `info["episode_return"]`, `info["episode_length"]` [N], valid where done.
+    the returned obs is the first of the new episode. `info["final_obs"]` [N, D] is required on every step:
+    the last observation of the old episode on done rows and the returned obs elsewhere (the Collector
+    raises without it, since a truncated episode must bootstrap from its own last observation). Episode
+    statistics (see envs.wrappers) appear as `info["episode_return"]`, `info["episode_length"]` [N], valid
+    where done.
     """
 
     num_envs: int

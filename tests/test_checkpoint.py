@@ -9,9 +9,16 @@ from rlpg import checkpoint
 from rlpg.errors import CheckpointError
 
 
+def payload(**extra):
+    """The smallest payload `checkpoint.load` accepts, plus `extra`."""
+    base = {"algo": "ppo", "env_id": "CartPole-v1", "global_step": 0, "config": {"train": {}}, "policy": {},
+            "spaces": {"observation": {}, "action": {}}}
+    return {**base, **extra}
+
+
 def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    checkpoint.save(path, {"policy": {"w": torch.ones(3)}})
+    checkpoint.save(path, payload(policy={"w": torch.ones(3)}))
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
 
     def broken_save(obj, f):
@@ -20,7 +27,7 @@ def test_save_is_atomic_and_keeps_the_old_file_on_failure(tmp_path, monkeypatch)
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
-        checkpoint.save(path, {"policy": {"w": torch.zeros(3)}})
+        checkpoint.save(path, payload(policy={"w": torch.zeros(3)}))
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
     assert torch.equal(checkpoint.load(path)["policy"]["w"], torch.ones(3))
@@ -36,7 +43,7 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
     with pytest.raises(CheckpointError, match="corrupt"):
         checkpoint.load(bad)
     truncated = tmp_path / "trunc.pt"
-    checkpoint.save(truncated, {"policy": {"w": torch.randn(1000)}})
+    checkpoint.save(truncated, payload(policy={"w": torch.randn(1000)}))
     data = truncated.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     with pytest.raises(CheckpointError, match="corrupt"):
@@ -48,18 +55,19 @@ def test_missing_corrupt_and_foreign_files(tmp_path):
 
 
 def test_run_dir_prefers_best(tmp_path):
-    checkpoint.save(tmp_path / "last.pt", {"tag": "last"})
+    checkpoint.save(tmp_path / "last.pt", payload(tag="last"))
     assert checkpoint.resolve(tmp_path).name == "last.pt"
-    checkpoint.save(tmp_path / "best.pt", {"tag": "best"})
+    checkpoint.save(tmp_path / "best.pt", payload(tag="best"))
     assert checkpoint.load(tmp_path)["tag"] == "best"
 
 
 @pytest.mark.parametrize(
     "space",
-    [gym.spaces.Box(-1, 2, (3,), np.float32), gym.spaces.Discrete(4, start=1), gym.spaces.MultiDiscrete([2, 3])],
+    [gym.spaces.Box(-1, 2, (3,), np.float32), gym.spaces.Discrete(4, start=1), gym.spaces.MultiDiscrete([2, 3]),
+     gym.spaces.MultiDiscrete([2, 3], start=[-1, 5])],
 )
 def test_spaces_round_trip_through_weights_only_load(tmp_path, space):
-    checkpoint.save(tmp_path / "s.pt", {"space": checkpoint.space_to_dict(space)})
+    checkpoint.save(tmp_path / "s.pt", payload(space=checkpoint.space_to_dict(space)))
     back = checkpoint.space_from_dict(checkpoint.load(tmp_path / "s.pt")["space"])
     assert back == space
 
@@ -70,9 +78,50 @@ def test_rng_state_round_trip(tmp_path):
     torch.manual_seed(1)
     np.random.seed(1)
     random.seed(1)
-    checkpoint.save(tmp_path / "r.pt", {"rng": checkpoint.rng_state()})
+    checkpoint.save(tmp_path / "r.pt", payload(rng=checkpoint.rng_state()))
     a = (torch.rand(3), np.random.rand(3), random.random())
     checkpoint.set_rng_state(checkpoint.load(tmp_path / "r.pt")["rng"])
     b = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
     assert os.listdir(tmp_path) == ["r.pt"]
+
+
+def test_orphaned_temp_files_are_removed_by_the_next_save(tmp_path):
+    # a writer killed between mkstemp and rename leaves .last.pt.XXXX.tmp behind
+    (tmp_path / ".last.pt.abc123.tmp").write_bytes(b"half")
+    (tmp_path / ".best.pt.zzz.tmp").write_bytes(b"other checkpoint's")
+    checkpoint.save(tmp_path / "last.pt", payload())
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".best.pt.zzz.tmp", "last.pt"]
+
+
+def test_non_finite_payload_is_refused_and_the_old_file_kept(tmp_path):
+    from rlpg.errors import NonFiniteError
+
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, payload(policy={"w": torch.ones(2)}))
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(NonFiniteError, match="policy.w is not finite"):
+            checkpoint.save(path, payload(policy={"w": torch.tensor([1.0, bad])}))
+        with pytest.raises(NonFiniteError, match="agent.optimizer.state.0.exp_avg"):
+            checkpoint.save(path, payload(agent={"optimizer": {"state": {0: {"exp_avg": torch.tensor([bad])}}}}))
+    assert torch.equal(checkpoint.load(path)["policy"]["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_loading_non_finite_incomplete_or_unsafe_files_is_a_clear_error(tmp_path):
+    nan = tmp_path / "nan.pt"
+    torch.save({"format": checkpoint.FORMAT, **payload(normalizer={"obs_rms": {"mean": torch.tensor([float("nan")])}})},
+               nan)
+    with pytest.raises(CheckpointError, match="non-finite values"):
+        checkpoint.load(nan)
+    for key in ("policy", "spaces", "config", "algo"):
+        partial = tmp_path / f"no_{key}.pt"
+        data = payload()
+        del data[key]
+        torch.save({"format": checkpoint.FORMAT, **data}, partial)
+        with pytest.raises(CheckpointError, match=f"lacks {key}"):
+            checkpoint.load(partial)
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"format": checkpoint.FORMAT, **payload(), "obj": gym.spaces.Discrete(2)}, unsafe)
+    with pytest.raises(CheckpointError, match="refused to load .* for safety"):
+        checkpoint.load(unsafe)

@@ -1,12 +1,6 @@
-"""The command line: bad input gives one clear line and exit code 2; eval, export; Ctrl-C saves."""
+"""The command line: bad input gives one clear line and exit code 2; eval, export."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -93,8 +87,8 @@ def test_missing_and_corrupt_checkpoints(capsys, tmp_path):
     one_line_error(capsys, "train", "--init-from", str(bad), "--logdir", str(tmp_path), *FAST, match="corrupt")
 
 
-def test_non_finite_loss_is_reported_and_parameters_stay_finite(capsys, tmp_path):
-    one_line_error(
+def test_non_finite_reward_names_the_env_index_and_step(capsys, tmp_path):
+    line = one_line_error(
         capsys,
         "train",
         "--env",
@@ -104,10 +98,11 @@ def test_non_finite_loss_is_reported_and_parameters_stay_finite(capsys, tmp_path
         "--run-name",
         "nan",
         *FAST,
-        match="non-finite",
+        match="RlpgTestNaNReward-v0 returned a non-finite reward",
     )
-    saved = checkpoint.load(tmp_path / "nan" / "last.pt")
-    assert all(torch.isfinite(v).all() for v in saved["policy"].values())
+    assert "sub-env 0 at step 1" in line
+    # the error came before any update: no checkpoint was written, so none can hold NaN
+    assert not (tmp_path / "nan" / "last.pt").exists()
 
 
 def test_train_eval_json_and_export(capsys, tmp_path):
@@ -148,51 +143,6 @@ def test_export_onnx_matches_torch(capsys, tmp_path):
     obs = torch.randn(6, 3).numpy() * 3
     onnx_action = ort.InferenceSession(str(tmp_path / "pi.onnx")).run(None, {"obs": obs})[0]
     torch.testing.assert_close(torch.as_tensor(onnx_action), torch.as_tensor(policy.predict(obs)), rtol=1e-4, atol=1e-5)
-
-
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "rlpg.cli",
-            "train",
-            "--env",
-            "CartPole-v1",
-            "--backend",
-            "torch",
-            "--total-steps",
-            "100000000",
-            "--logdir",
-            str(tmp_path),
-            "--run-name",
-            "int",
-            "--progress",
-            "false",
-            "--eval-interval",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    events = Path(tmp_path / "int")
-    deadline = time.time() + 120
-
-    def logged_bytes():
-        return sum(p.stat().st_size for p in events.glob("events.out.tfevents*"))
-
-    while time.time() < deadline and logged_bytes() < 20_000:  # a few updates' scalars have been flushed
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
-    assert "Traceback" not in err and "checkpoint saved" in err
-    saved = checkpoint.load(events / "last.pt")
-    assert saved["global_step"] > 0
-    assert not [p for p in events.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_flags_can_set_none(capsys, tmp_path):
