@@ -83,10 +83,11 @@ def discounted_returns(
 
 
 def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
-    """(x - mean) / (std + eps). A batch of one has no spread: std is NaN with Bessel's correction (the
-    minibatch-of-one NaN reported against SB3), so it is only centred, which gives 0."""
+    """(x - mean) / (std + eps). A batch of one is returned as it is: its std is NaN with Bessel's correction
+    (the minibatch-of-one NaN reported against SB3), and centring it would give 0, so the policy would never
+    move; SB3's fix (DLR-RM/stable-baselines3#325) likewise skips normalisation for a single sample."""
     if x.numel() < 2:
-        return x - x.mean()
+        return x
     return (x - x.mean()) / (x.std() + eps)
 
 

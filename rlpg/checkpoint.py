@@ -109,13 +109,14 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         payload = torch.load(p, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e):
+        if "Unsupported global" in str(e) or "not an allowed global" in str(e):  # a class torch would import
             raise CheckpointError(
                 f"refused to load {p} for safety: it holds Python objects other than tensors and plain data, which "
                 "could run code when unpickled (rlpg checkpoints never do); load it with torch.load(weights_only="
                 "False) only if you trust where it came from"
             ) from None
-        raise CheckpointError(f"cannot read checkpoint {p}: it is corrupt ({e}); use another one") from None
+        raise CheckpointError(f"cannot read checkpoint {p}: it is corrupt or not a torch file (UnpicklingError); "
+                              "re-save it or use another one") from None
     except Exception as e:  # torch raises RuntimeError/EOFError/... for damaged files
         raise CheckpointError(
             f"cannot read checkpoint {p}: it is corrupt or not a torch file "

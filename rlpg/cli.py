@@ -44,6 +44,8 @@ def _train(argv: Sequence[str]) -> int:
     pre.add_argument("--resume", default=None)
     known, _ = pre.parse_known_args(argv)
     algo = known.algo
+    if algo is not None and algo not in ALGOS:
+        raise unknown_name("algorithm", algo, ALGOS)
     if known.resume is not None:  # the resumed run's algorithm decides which flags exist
         from rlpg import checkpoint
 
@@ -88,8 +90,9 @@ def _train(argv: Sequence[str]) -> int:
         from rlpg.runtime import keep_heap_memory
 
         keep_heap_memory()
+    # progress goes to stdout; stderr holds only errors, warnings and what stopped a run
     print(f"rlpg: {what} ({trainer.backend} backend, {cfg.num_envs} envs, device {trainer.device}) -> "
-          f"{trainer.run_dir}", file=sys.stderr)
+          f"{trainer.run_dir}", flush=True)
     result = trainer.run()
     if result.interrupted:
         name = signal.Signals(result.signal).name if result.signal else "an interruption"

@@ -164,8 +164,8 @@ def resolve_configs(
     if algo not in ALGOS:
         raise unknown_name("algorithm", algo, ALGOS)
     _, config_cls = ALGOS[algo]
-    env_id = env_id or overrides.pop("env_id", None) or TrainConfig.env_id
-    overrides.pop("env_id", None)
+    from_overrides = overrides.pop("env_id", None)
+    env_id = env_id if env_id is not None else from_overrides if from_overrides is not None else TrainConfig.env_id
     if not isinstance(env_id, str):
         raise ConfigError(f"--env must be an environment id, got {env_id!r}")
     backend = overrides.get("backend") or "auto"
@@ -575,7 +575,7 @@ class Trainer:
         start_step = self.global_step
         train_seconds = 0.0
         eval_mean = eval_std = math.nan
-        finished = False
+        finished = failed = False
         consistent = True  # at an iteration boundary: what last.pt would hold resumes exactly
         try:
             while self.iteration < num_iterations:
@@ -627,6 +627,9 @@ class Trainer:
                 finished = True
         except StopNow:
             train_seconds = train_seconds or time.perf_counter() - start
+        except BaseException:
+            failed = True
+            raise
         finally:
             stop.closing = True  # a signal from here on is only recorded: the final save is short
             bar.close()
@@ -642,6 +645,8 @@ class Trainer:
             finally:
                 logger.close()
                 self.close_envs()
+                if failed and not resumed and self.global_step == 0:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)  # failed before its first update: nothing to keep
         return TrainResult(
             run_dir=self.run_dir,
             global_step=self.global_step,

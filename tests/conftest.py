@@ -36,9 +36,62 @@ class NaNRewardEnv(gym.Env):
         return np.zeros(3, np.float32), float("nan"), False, False, {}
 
 
-for _id, _cls in (("RlpgTestDictObs-v0", DictObsEnv), ("RlpgTestNaNReward-v0", NaNRewardEnv)):
+class HugeRewardEnv(NaNRewardEnv):
+    """Finite but huge rewards: the returns overflow to inf, so every update has a non-finite loss."""
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 3e38, False, False, {}
+
+
+class NaNObsEnv(NaNRewardEnv):
+    """A NaN in the observation on the third step of every episode."""
+
+    def reset(self, *, seed=None, options=None):
+        self.t = 0
+        return super().reset(seed=seed)
+
+    def step(self, action):
+        self.t += 1
+        obs = np.zeros(3, np.float32)
+        if self.t == 3:
+            obs[1] = np.nan
+        return obs, 1.0, False, False, {}
+
+
+class OffsetSpacesEnv(gym.Env):
+    """Discrete spaces that do not start at 0: observations 10..14, actions -1..1 (asserted on every step)."""
+
+    observation_space = gym.spaces.Discrete(5, start=10)
+    action_space = gym.spaces.Discrete(3, start=-1)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.state = 12
+        return self.state, {}
+
+    def step(self, action):
+        assert -1 <= int(action) <= 1, f"action {action} outside Discrete(3, start=-1)"
+        self.state = int(np.clip(self.state + int(action), 10, 14))
+        return self.state, float(self.state == 14), self.state == 14, False, {}
+
+
+class NoTimeLimitEnv(NaNRewardEnv):
+    """Episodes never end, and no time limit is registered."""
+
+    def step(self, action):
+        return np.zeros(3, np.float32), 0.0, False, False, {}
+
+
+for _id, _cls, _limit in (
+    ("RlpgTestDictObs-v0", DictObsEnv, 50),
+    ("RlpgTestNaNReward-v0", NaNRewardEnv, 50),
+    ("RlpgTestHugeReward-v0", HugeRewardEnv, 50),
+    ("RlpgTestNaNObs-v0", NaNObsEnv, 50),
+    ("RlpgTestOffsetSpaces-v0", OffsetSpacesEnv, 20),
+    ("RlpgTestNoTimeLimit-v0", NoTimeLimitEnv, None),
+):
     if _id not in gym.envs.registry:
-        gym.register(_id, entry_point=_cls, max_episode_steps=50)
+        gym.register(_id, entry_point=_cls, max_episode_steps=_limit)
 
 
 @pytest.fixture(autouse=True)

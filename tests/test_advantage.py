@@ -84,7 +84,7 @@ def test_discounted_returns_across_boundaries():
 
 def test_normalize_is_safe_for_a_batch_of_one():
     out = normalize(torch.tensor([3.0]))
-    assert torch.isfinite(out).all() and out.item() == 0.0
+    assert out.item() == 3.0  # left as it is, not centred to 0 (the actor would never move)
     x = torch.tensor([1.0, 2.0, 3.0, 4.0])
     y = normalize(x)
     assert y.mean().abs() < 1e-6 and (y.std() - 1).abs() < 1e-4

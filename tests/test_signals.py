@@ -1,0 +1,114 @@
+"""Real signals to a training subprocess: SIGTERM, SIGINT (once, twice, during start-up), SIGUSR1 and SIGKILL.
+Each stops cleanly (exit 128 + signal, no traceback), every checkpoint left behind loads, and --resume goes on."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlpg import checkpoint
+from rlpg.cli import main
+
+LONG = ["--total-steps", "50000000", "--progress", "false", "--eval-interval", "0"]
+
+
+def start(tmp_path, name, *flags):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "rlpg.cli", "train", "--logdir", str(tmp_path), "--run-name", name, *LONG, *flags]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def wait_for_updates(run: Path, proc, min_bytes=20_000, timeout=120):
+    """Until a few more updates' scalars have been flushed to the event files."""
+
+    def size():
+        return sum(p.stat().st_size for p in run.glob("events.out.tfevents*")) if run.is_dir() else 0
+
+    deadline, base = time.time() + timeout, size()
+    while time.time() < deadline and proc.poll() is None:
+        if size() - base >= min_bytes:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"no training progress in {timeout} s: {proc.stderr.read() if proc.poll() else ''}")
+
+
+def resume_briefly(capsys, run: Path) -> int:
+    """`rlpg train --resume RUN` for 2 more updates; returns the step it ended at."""
+    saved = checkpoint.load(run / "last.pt")
+    target = saved["global_step"] + 2048
+    code = main(["train", "--resume", str(run), "--total-steps", str(target), "--progress", "false"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"resuming ppo on CartPole-v1 at step {saved['global_step']:,}" in out
+    after = checkpoint.load(run / "last.pt")
+    assert after["global_step"] == target
+    assert not list(run.glob(".*.tmp"))
+    return target
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGUSR1, 138)])
+def test_a_stop_signal_saves_last_pt_and_resume_continues(tmp_path, capsys, sig, code):
+    proc = start(tmp_path, "run", "--checkpoint-seconds", "0", "--checkpoint-interval", "0")
+    run = tmp_path / "run"
+    wait_for_updates(run, proc)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    assert f"stopped by {signal.Signals(sig).name}" in err and f"rlpg train --resume {run}" in err
+    saved = checkpoint.load(run / "last.pt")
+    assert saved["global_step"] > 0 and saved["global_step"] % 1024 == 0  # at an iteration boundary
+    assert not list(run.glob(".*.tmp"))
+    resume_briefly(capsys, run)
+
+
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
+    proc = start(tmp_path, "twice", "--checkpoint-seconds", "0", "--checkpoint-interval", "0", "--num-envs", "4096")
+    run = tmp_path / "twice"
+    wait_for_updates(run, proc, min_bytes=4_000)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "stopped by SIGINT" in err
+    if (run / "last.pt").exists():  # whatever last.pt is there is whole and loads
+        checkpoint.load(run / "last.pt")
+    else:
+        assert "no checkpoint was written yet" in err
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_during_start_up_exits_quietly(tmp_path, sig, code):
+    proc = start(tmp_path, "early")
+    time.sleep(0.5)  # importing torch takes longer than this
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err and "nothing was saved" in err
+
+
+def test_sigkill_at_any_point_leaves_loadable_checkpoints_that_resume(tmp_path, capsys):
+    # a checkpoint after every update, so the kills land before, between and during writes
+    run = tmp_path / "kill"
+    for delay in (0.0, 0.35, 0.8):
+        if (run / "last.pt").exists():
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "rlpg.cli", "train", "--resume", str(run), "--total-steps", "50000000",
+                 "--checkpoint-seconds", "0", "--checkpoint-interval", "1"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        else:
+            proc = start(tmp_path, "kill", "--checkpoint-seconds", "0", "--checkpoint-interval", "1")
+        wait_for_updates(run, proc, min_bytes=8_000)
+        time.sleep(delay)
+        proc.kill()
+        proc.communicate(timeout=60)
+        for name in ("last.pt", "best.pt"):
+            if (run / name).exists():
+                checkpoint.load(run / name)
+    steps = checkpoint.load(run / "last.pt")["global_step"]
+    assert steps > 0
+    assert resume_briefly(capsys, run) == steps + 2048
