@@ -84,7 +84,9 @@ def finish_update(agent: Any, batch: Batch, progress: float, d: Direction, kl: T
                                c.vf_epochs, c.vf_minibatches, c.max_grad_norm, c.norm_type, c.clip_value)
     step_size = torch.linalg.vector_norm(flat_params(d.params) - d.x0)
     metrics = {
-        "train/policy_loss": -d.f0.detach(),
+        # the surrogate loss after the step: -surrogate(new) = -(f0 + improvement); -f0 when no step was kept. Before
+        # the step it is -mean(A), ~0 with normalised advantages, so -f0 alone would say nothing.
+        "train/policy_loss": -(d.f0.detach() + improvement),
         "train/value_loss": v_loss,
         "train/entropy": d.old.entropy().mean(),
         "train/explained_variance": explained_variance(batch.values, batch.returns),

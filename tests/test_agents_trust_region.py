@@ -154,6 +154,28 @@ def test_frozen_actor_parameters_are_left_out() -> None:
     assert torch.equal(policy.actor.log_std, frozen[0]) and torch.equal(policy.actor.net[0].weight, frozen[1])
 
 
+@pytest.mark.parametrize("agent", ["npg", "trpo"])
+def test_policy_loss_is_the_surrogate_after_the_step(agent: str) -> None:
+    policy, batch = synthetic("gaussian")
+    before = surrogate(policy, batch)
+    algo, config = ALGOS[agent]
+    m = algo(policy, config(vf_epochs=1, vf_minibatches=4)).update(batch, 0.0)
+    assert float(m["train/line_search_accepted"]) == 1.0
+    after = surrogate(policy, batch)
+    assert after - before > 1e-3  # normalised advantages: `before` is ~0, so the loss before the step says nothing
+    torch.testing.assert_close(m["train/policy_loss"], torch.tensor(-after), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m["train/surrogate_improvement"], torch.tensor(after - before), rtol=1e-5, atol=1e-6)
+
+
+def test_policy_loss_without_a_kept_step_is_the_loss_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy, batch = synthetic("categorical")
+    before = surrogate(policy, batch)
+    monkeypatch.setattr(trust_update, "fisher_vector_product", lambda *a, **k: (lambda v: -v))  # step skipped
+    m = TRPO(policy, TRPOConfig(vf_minibatches=4)).update(batch, 0.0)
+    assert float(m["train/step_skipped"]) == 1.0 and float(m["train/surrogate_improvement"]) == 0.0
+    torch.testing.assert_close(m["train/policy_loss"], torch.tensor(-before), rtol=0, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------- REINFORCE
 def rollout_with_boundaries() -> Rollout:
     """T = 4, N = 2. env 0: a termination at t = 1; env 1: a truncation at t = 2."""
