@@ -25,9 +25,10 @@ ACTIONS = {
     "multidiscrete": gym.spaces.MultiDiscrete([3, 2]),
 }
 TR_KEYS = ["train/kl", "train/step_size", "train/cg_iterations", "train/cg_residual", "train/line_search_steps",
-           "train/line_search_accepted", "train/surrogate_improvement", "train/step_skipped"]
+           "train/line_search_accepted", "train/surrogate_improvement", "train/step_skipped",
+           "grad_norm/actor_total", "grad_norm/critic_total"]
 SHARED_KEYS = ["train/policy_loss", "train/value_loss", "train/entropy", "train/explained_variance",
-               "train/learning_rate", "grad_norm/total"]
+               "train/learning_rate"]
 
 
 def synthetic(kind: str, size: int = 512, seed: int = 0) -> tuple[ActorCritic, Batch]:
@@ -176,6 +177,27 @@ def test_policy_loss_without_a_kept_step_is_the_loss_before(monkeypatch: pytest.
     torch.testing.assert_close(m["train/policy_loss"], torch.tensor(-before), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("agent", ["npg", "trpo"])
+def test_actor_and_critic_grad_norms_are_separate_totals(agent: str) -> None:
+    policy, batch = synthetic("gaussian")
+    actor, critic = policy.actor_parameters(), policy.critic_parameters()
+    # the actor's surrogate gradient and the critic's first (only) regression gradient, at the parameters before
+    adv = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    ratio = (policy.dist(batch.obs).log_prob(batch.actions) - batch.logp).exp()
+    g_actor = torch.autograd.grad((ratio * adv).mean(), [p for _, p in actor])
+    v_loss = 0.5 * (policy.value(batch.obs) - batch.returns).pow(2).mean()
+    g_critic = torch.autograd.grad(v_loss, [p for _, p in critic])
+    algo, config = ALGOS[agent]
+    m = algo(policy, config(vf_epochs=1, vf_minibatches=1, max_grad_norm=None)).update(batch, 0.0)
+    assert "grad_norm/total" not in m  # a norm over two losses' gradients means nothing
+    for (name, _), g in zip(actor + critic, g_actor + g_critic, strict=True):
+        torch.testing.assert_close(m[f"grad_norm/{name}"], g.norm(), rtol=1e-4, atol=1e-7)
+    actor_total = torch.cat([g.flatten() for g in g_actor]).norm()
+    critic_total = torch.cat([g.flatten() for g in g_critic]).norm()
+    torch.testing.assert_close(m["grad_norm/actor_total"], actor_total, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(m["grad_norm/critic_total"], critic_total, rtol=1e-4, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------------------- REINFORCE
 def rollout_with_boundaries() -> Rollout:
     """T = 4, N = 2. env 0: a termination at t = 1; env 1: a truncation at t = 2."""
@@ -220,7 +242,7 @@ def test_reinforce_update_metrics_and_direction(baseline: bool) -> None:
     logp_before = policy.dist(batch.obs).log_prob(batch.actions).detach()
     cfg = REINFORCEConfig(baseline=baseline, learning_rate=1e-2, max_grad_norm=None)
     m = REINFORCE(policy, cfg).update(batch, 0.0)
-    assert set(SHARED_KEYS) <= set(m)
+    assert set(SHARED_KEYS + ["grad_norm/total"]) <= set(m)  # one optimizer over actor (and critic): one total
     names = expected_grad_keys(policy, with_critic=baseline)
     assert names <= set(m)
     assert len([k for k in m if k.startswith("grad_norm/")]) == len(names) + 1
