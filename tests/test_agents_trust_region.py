@@ -261,6 +261,44 @@ def test_reinforce_minibatches() -> None:
     assert float(m["train/learning_rate"]) == pytest.approx(0.5 * REINFORCEConfig().learning_rate)
 
 
+def test_reinforce_reused_batch_is_importance_weighted() -> None:
+    """Two SGD epochs over one batch: the first step is textbook REINFORCE, the second weights each sample's
+    log-prob gradient by exp(logp_new - logp_old), the ratio against the policy that collected the batch."""
+    policy, batch = synthetic("gaussian", size=256)
+    reference, _ = synthetic("gaussian", size=256)  # the same seed: the same initial weights
+    lr = 0.5
+    cfg = REINFORCEConfig(baseline=False, learning_rate=lr, optimizer="sgd", momentum=0.0, anneal_lr=False,
+                          max_grad_norm=None, update_epochs=2)
+    REINFORCE(policy, cfg).update(batch, 0.0)
+    params = [p for _, p in reference.actor_parameters()]
+    adv = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    ratios = []
+    for epoch in range(2):
+        logp = reference.dist(batch.obs).log_prob(batch.actions)
+        if epoch == 0:  # ratio = 1: the gradient is textbook REINFORCE's, -mean(grad logp * A)
+            loss = -(logp * adv).mean()
+        else:
+            ratio = (logp - batch.logp).exp()
+            ratios.append(ratio.detach())
+            loss = -(ratio * adv).mean()
+        with torch.no_grad():
+            for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+                p -= lr * g
+    assert (ratios[0] - 1).abs().max() > 0.1  # the second epoch is really off-policy
+    for (name, p), q in zip(policy.actor_parameters(), params, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_reinforce_refuses_gae_lambda(capsys: pytest.CaptureFixture[str]) -> None:
+    assert REINFORCEConfig().gae_lambda == 1.0  # Monte Carlo returns: what REINFORCE computes
+    with pytest.raises(ConfigError, match=r"^--gae-lambda 0.95 does not apply to reinforce: .*Monte Carlo"):
+        REINFORCEConfig(gae_lambda=0.95)
+    from rlpg.trainer import resolve_configs
+
+    with pytest.raises(ConfigError, match="--gae-lambda"):
+        resolve_configs("reinforce", "CartPole-v1", {"gae_lambda": 0.9})
+
+
 # ------------------------------------------------------------------------------------------- configs
 @pytest.mark.parametrize(("cls", "kwargs", "flag"), [
     (NPGConfig, {"max_kl": 0.0}, "--max-kl must be > 0"),

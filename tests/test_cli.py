@@ -50,6 +50,11 @@ def test_unknown_algorithm_suggests(capsys):
     one_line_error(capsys, "train", "--algo", "ppo2", match="did you mean 'ppo'")
 
 
+def test_gae_lambda_is_refused_for_reinforce(capsys, tmp_path):
+    one_line_error(capsys, "train", "--algo", "reinforce", "--gae-lambda", "0.9", "--logdir", str(tmp_path),
+                   match="--gae-lambda 0.9 does not apply to reinforce")
+
+
 def test_unknown_env_suggests_closest_ids(capsys, tmp_path):
     line = one_line_error(
         capsys, "train", "--env", "CartPol-v1", "--logdir", str(tmp_path), match="unknown environment"
