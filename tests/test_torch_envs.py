@@ -440,6 +440,7 @@ def test_cuda_step_never_syncs(env_id: str) -> None:
         for a in actions:  # crosses the time limit, so the autoreset path runs
             obs, reward, terminated, truncated, info = env.step(a)
             truncs.append(truncated)
+        env.reset_rows(truncated)  # the partial reset that the Gymnasium registration's NEXT_STEP mode uses
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert obs.is_cuda and obs.dtype == torch.float32 and reward.dtype == torch.float32
