@@ -7,6 +7,16 @@
 A termination ends the return. A time-limit truncation, and the end of the rollout, bootstrap the tail
 from V(s_{t+1}) when a baseline exists; without one the unobserved tail is taken as 0 (see
 discounted_returns), so long rollouts (num_steps at least an episode) suit the baseline-free variant.
+The returns are Monte Carlo (GAE's lambda = 1), so `gae_lambda` is fixed at 1 and other values are refused.
+
+Reusing the batch (`update_epochs > 1`, or `num_minibatches > 1`, whose later minibatches meet an already
+updated policy) makes the samples off-policy. Rather than refuse it, the log-prob term is importance-weighted:
+
+    loss_pg = -mean(ratio_t * A_t),  ratio_t = exp(logp_new(a_t | s_t) - logp_old(a_t | s_t))
+
+whose gradient mean(ratio * grad logp * A) is the per-sample off-policy policy gradient, and equals the textbook
+-mean(grad logp * A) while ratio = 1 (the first step on a fresh batch, which is all of the default single-step
+update). It is PPO's surrogate without the clip: nothing bounds the ratio, so many epochs can take large steps.
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from rlpg.types import Batch, Rollout
 class REINFORCEConfig(AgentConfig):
     """REINFORCE hyperparameters (defaults tuned on CartPole-v1, see rlpg presets)."""
 
+    gae_lambda: float = 1.0
+    """fixed at 1: REINFORCE's returns are Monte Carlo reward-to-go, not GAE (other values are an error)"""
     learning_rate: float = 1e-3
     """learning rate of the optimizer"""
     baseline: bool = True
@@ -40,11 +52,14 @@ class REINFORCEConfig(AgentConfig):
     norm_adv: bool = True
     """normalise the advantages (G or G - V) over the batch"""
     update_epochs: int = 1
-    """gradient passes over the batch per update (1 = textbook REINFORCE)"""
+    """gradient passes over the batch per update (1 = textbook REINFORCE; reuse is importance-weighted)"""
     num_minibatches: int = 1
     """minibatches per pass; must divide the batch size num_envs * num_steps"""
 
     def __post_init__(self) -> None:
+        if self.gae_lambda != 1.0:
+            raise ConfigError(f"--gae-lambda {self.gae_lambda} does not apply to reinforce: its returns are Monte "
+                              "Carlo reward-to-go (lambda = 1); drop the flag, or use ppo, npg or trpo for GAE")
         super().__post_init__()
         positive(self, "update_epochs", "num_minibatches")
         positive(self, "vf_coef", "ent_coef", allow_zero=True)
@@ -86,7 +101,8 @@ class REINFORCE:
             for k in range(c.num_minibatches):
                 idx = perm[k * mb_size:(k + 1) * mb_size] if perm is not None else slice(None)
                 dist = self.policy.dist(batch.obs[idx])
-                pg_loss = -(dist.log_prob(batch.actions[idx]) * adv[idx]).mean()
+                ratio = (dist.log_prob(batch.actions[idx]) - batch.logp[idx]).exp()  # 1 on a fresh batch
+                pg_loss = -(ratio * adv[idx]).mean()  # importance-weighted when the batch is reused (module docstring)
                 entropy = dist.entropy().mean()
                 loss = pg_loss - c.ent_coef * entropy
                 v_loss = torch.zeros((), device=adv.device)

@@ -123,6 +123,20 @@ class TorchVecEnv:
         self._elapsed = torch.where(done.squeeze(1), 0, elapsed)
         return self._observation(self._state), reward, terminated, truncated, {"final_obs": final_obs}
 
+    def reset_rows(self, mask: Tensor) -> Tensor:
+        """Reset only the sub-envs where `mask` [N] bool is True (fresh draws from the generator, elapsed 0); the
+        others keep their state. Returns obs [N, D] of every row. Like step, it draws reset states for all rows
+        and selects with `torch.where`, so it reads no value on the host."""
+        if self._needs_reset:
+            raise RuntimeError(f"{self!r}: call reset() before resetting some rows")
+        mask = torch.as_tensor(mask, device=self.device)
+        if mask.dtype != torch.bool or mask.shape != (self.num_envs,):
+            raise ValueError(f"mask must be a bool tensor of shape ({self.num_envs},), got {mask.dtype} "
+                             f"{tuple(mask.shape)}")
+        self._state = torch.where(mask.unsqueeze(1), self._initial_state(), self._state)
+        self._elapsed = torch.where(mask, 0, self._elapsed)
+        return self._observation(self._state)
+
     def close(self) -> None:
         """Nothing to release: the state lives in tensors."""
 

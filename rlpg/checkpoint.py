@@ -197,11 +197,26 @@ class TrainedPolicy:
 
     policy = rlpg.load_policy("runs/CartPole-v1__ppo__1__...")
     action = policy.predict(obs)            # numpy or tensor, single obs [D] or batch [B, D]
+
+    For a Box action space the actions are clipped to [low, high] by default: training clips at the env
+    boundary (envs/gym.py; the torch-native tasks clip where Gymnasium does), so the clipped action is what
+    the env saw for this policy's output. `clip=False` gives the raw Gaussian mean (or sample).
     """
 
     def __init__(self, policy: ActorCritic, obs_rms: dict[str, Tensor] | None, clip_obs: float, info: dict) -> None:
         self.policy, self.obs_rms, self.clip_obs, self.info = policy, obs_rms, clip_obs, info
         self.device = next(policy.parameters()).device
+        space = policy.action_space
+        self.action_bounds: tuple[Tensor, Tensor] | None = None
+        """(low, high) [A] on the device for Box action spaces, else None"""
+        if isinstance(space, gym.spaces.Box):
+            low, high = (torch.as_tensor(b, dtype=torch.float32, device=self.device) for b in (space.low, space.high))
+            self.action_bounds = (low, high)
+        self.action_start: Tensor | None = None
+        """the first action of a Discrete / MultiDiscrete space whose `start` is not 0 (the policy's categorical
+        heads count from 0, the env from `start`), else None"""
+        if isinstance(space, gym.spaces.Discrete | gym.spaces.MultiDiscrete) and np.any(space.start != 0):
+            self.action_start = torch.as_tensor(space.start, dtype=torch.int64, device=self.device)
 
     def normalize(self, obs: Tensor) -> Tensor:
         if self.obs_rms is None:
@@ -209,9 +224,17 @@ class TrainedPolicy:
         mean, var = self.obs_rms["mean"].to(self.device), self.obs_rms["var"].to(self.device)
         return ((obs - mean) / torch.sqrt(var + 1e-8)).clamp(-self.clip_obs, self.clip_obs).float()
 
+    def clip_action(self, action: Tensor) -> Tensor:
+        """Clip a Box action [B, A] to the action space's bounds; other spaces' actions pass unchanged."""
+        if self.action_bounds is None:
+            return action
+        low, high = self.action_bounds
+        return action.clamp(low.to(action.dtype), high.to(action.dtype))
+
     @torch.no_grad()
-    def predict(self, obs: Any, deterministic: bool = True) -> Any:
-        """Action(s) for `obs`; numpy in gives numpy out, a tensor gives a tensor."""
+    def predict(self, obs: Any, deterministic: bool = True, clip: bool = True) -> Any:
+        """Action(s) for `obs`: the mode (`deterministic`) or a sample, clipped to a Box action space's bounds
+        unless `clip=False` (see the class docstring). numpy in gives numpy out, a tensor gives a tensor."""
         is_numpy = not isinstance(obs, Tensor)
         x = torch.as_tensor(np.asarray(obs) if is_numpy else obs, device=self.device)
         single = x.dim() == len(self.policy.obs_space.shape or ())
@@ -221,6 +244,10 @@ class TrainedPolicy:
             x = self.normalize(x.float())
         d = self.policy.dist(x)
         action = d.mode if deterministic else d.sample()
+        if clip:
+            action = self.clip_action(action)
+        if self.action_start is not None:
+            action = action + self.action_start
         if single:
             action = action[0]
         return action.cpu().numpy() if is_numpy else action

@@ -191,8 +191,10 @@ def _export(argv: Sequence[str]) -> int:
     parser = Parser(prog="rlpg export", description="Export the deterministic policy to ONNX.")
     parser.add_argument("path", help="run directory or checkpoint file")
     parser.add_argument("--output", "-o", default=None, help="output .onnx file (default: <checkpoint>.onnx)")
+    parser.add_argument("--raw-actions", action="store_true",
+                        help="export the raw Gaussian mean, not clipped to the Box action space's bounds")
     args = parser.parse_args(argv)
-    out = export_onnx(args.path, args.output)
+    out = export_onnx(args.path, args.output, clip_actions=not args.raw_actions)
     print(f"rlpg: wrote {out}")
     return 0
 

@@ -14,18 +14,27 @@ from torch import Tensor, nn
 from rlpg import checkpoint
 from rlpg.checkpoint import TrainedPolicy, load_policy
 from rlpg.errors import RLPGError
+from rlpg.policies import obs_dim
 
 
 class DeterministicPolicy(nn.Module):
     """obs [B, D] -> deterministic action: the saved observation normalisation followed by the mode.
-    For a Gaussian policy the mode is the mean; Categorical heads export their argmax."""
+    For a Gaussian policy the mode is the mean, clipped to the Box action space's bounds in the graph when
+    `clip_actions` (as `TrainedPolicy.predict` does by default); Categorical heads export their argmax."""
 
-    def __init__(self, trained: TrainedPolicy) -> None:
+    def __init__(self, trained: TrainedPolicy, clip_actions: bool = True) -> None:
         super().__init__()
+        self.clip_actions = clip_actions and trained.action_bounds is not None
+        low, high = trained.action_bounds or (torch.zeros(0), torch.zeros(0))
+        self.register_buffer("action_low", low.detach().cpu().clone())
+        self.register_buffer("action_high", high.detach().cpu().clone())
+        self.offset_actions = trained.action_start is not None
+        start = trained.action_start if trained.action_start is not None else torch.zeros(0, dtype=torch.int64)
+        self.register_buffer("action_start", start.detach().cpu().clone())
         self.policy = trained.policy
         rms = trained.obs_rms
         self.normalize = rms is not None
-        d = self.policy.preprocess(torch.zeros(1, *self.policy.obs_space.shape)).shape[-1]
+        d = obs_dim(self.policy.obs_space)
         mean = rms["mean"].float() if rms is not None else torch.zeros(d)
         var = rms["var"].float() if rms is not None else torch.ones(d)
         self.register_buffer("mean", mean.reshape(-1))
@@ -36,7 +45,12 @@ class DeterministicPolicy(nn.Module):
         x = obs.reshape(obs.shape[0], -1).float()
         if self.normalize:
             x = ((x - self.mean) * self.inv_std).clamp(-self.clip, self.clip)
-        return self.policy(x)
+        action = self.policy(x)
+        if self.clip_actions:
+            action = action.clamp(self.action_low, self.action_high)
+        if self.offset_actions:  # Discrete(n, start): the env's actions are start .. start + n - 1
+            action = action + self.action_start
+        return action
 
 
 def check_output(out: Path) -> Path:
@@ -52,12 +66,13 @@ def check_output(out: Path) -> Path:
     return out
 
 
-def export_onnx(path: str | Path, output: str | Path | None = None) -> Path:
-    """Write the deterministic policy of a run directory or checkpoint to an .onnx file (atomically)."""
+def export_onnx(path: str | Path, output: str | Path | None = None, clip_actions: bool = True) -> Path:
+    """Write the deterministic policy of a run directory or checkpoint to an .onnx file (atomically).
+    `clip_actions=False` exports the raw Gaussian mean instead of the action clipped to the Box bounds."""
     src = checkpoint.resolve(path)
     out = check_output(Path(output) if output else src.with_suffix(".onnx"))
     trained = load_policy(src)
-    module = DeterministicPolicy(trained).eval()
+    module = DeterministicPolicy(trained, clip_actions).eval()
     example = torch.zeros(2, *trained.policy.obs_space.shape)
     tmp = out.with_name(f".{out.name}.tmp")
     try:

@@ -107,10 +107,10 @@ def step_with_clip(
 
 
 def grad_norm_metrics(
-    names: Sequence[str], total: Tensor, per: Tensor, prefix: str = "grad_norm/"
+    names: Sequence[str], total: Tensor, per: Tensor, prefix: str = "grad_norm/", total_name: str = "total"
 ) -> dict[str, Tensor]:
-    """`grad_norm/total` and `grad_norm/<name>` as views into the stacked tensor (no copies, no syncs)."""
-    out = {f"{prefix}total": total}
+    """`grad_norm/<total_name>` and `grad_norm/<name>` as views into the stacked tensor (no copies, no syncs)."""
+    out = {f"{prefix}{total_name}": total}
     out.update({f"{prefix}{n}": per[i] for i, n in enumerate(names)})
     return out
 
@@ -129,7 +129,7 @@ class GradNormMeter:
         self.per = per if self.per is None else self.per + per
         self.count += 1
 
-    def metrics(self, prefix: str = "grad_norm/") -> dict[str, Tensor]:
+    def metrics(self, prefix: str = "grad_norm/", total_name: str = "total") -> dict[str, Tensor]:
         if self.count == 0 or self.total is None or self.per is None:
             return {}
-        return grad_norm_metrics(self.names, self.total / self.count, self.per / self.count, prefix)
+        return grad_norm_metrics(self.names, self.total / self.count, self.per / self.count, prefix, total_name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from functools import partial
 
 import gymnasium as gym
 import numpy as np
@@ -58,39 +57,63 @@ class _SigmoidTanh(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
-class Tanh(nn.Module):
+def tanh(x: Tensor, inplace: bool = False) -> Tensor:
     """The hidden-layer tanh. On the CPU it is computed as 2 * sigmoid(2x) - 1: torch's vectorised CPU
     tanh kernel is ~6x slower than its sigmoid (2.7 vs 0.45 ns per float32 element on the AVX-512 dev
     machine, torch 2.13; a known gap, pytorch/pytorch#19088), and torch.tanh took ~40% of the CPU time
     of PPO on 4,096 torch-native CartPoles there. The identity is exact; in float32 the result is within
     2.5e-7 of torch.tanh in absolute terms (the rounding of 2 * sigmoid near +-1), below what the next
     Linear layer's own rounding resolves. On other devices, and while torch.export traces the model (ONNX
-    gets a Tanh node), it is torch.tanh."""
+    gets a Tanh node), it is torch.tanh.
+
+    `inplace` lets it overwrite `x` when no graph is recorded (rollouts, evaluation); only a caller that
+    created `x` itself and holds the only reference may ask for that (see MLP)."""
+    if x.device.type != "cpu" or _tracing():
+        return torch.tanh(x)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _SigmoidTanh.apply(x) if x.numel() >= Tanh.MIN_GRAD else torch.tanh(x)
+    if x.numel() >= Tanh.MIN_NO_GRAD:  # no graph
+        return _tanh_from_sigmoid(x, inplace)
+    return x.tanh_() if inplace else torch.tanh(x)
+
+
+class Tanh(nn.Module):
+    """`tanh` as a module. It never writes into its input, wherever it is placed (a residual, a LayerNorm, a
+    hook keeping the pre-activation all stay correct); MLP applies it in place where that is provably safe."""
 
     # Below these sizes (elements) torch.tanh is as fast: the identity's 4 kernels, and in training the
     # ~50 us Python cost of a custom autograd.Function, outweigh the faster exponential (measured on 64-wide layers).
     MIN_NO_GRAD, MIN_GRAD = 8_192, 65_536
 
-    def __init__(self, inplace: bool = False) -> None:
-        super().__init__()
-        self.inplace = inplace  # overwrite the input when no graph is recorded (rollouts, evaluation)
+    def forward(self, x: Tensor) -> Tensor:
+        return tanh(x)
+
+
+class MLP(nn.Sequential):
+    """mlp()'s Linear / activation stack (an nn.Sequential: same parameter names and state_dict).
+
+    Where no graph is recorded, a Tanh that directly follows a Linear overwrites that Linear's output: the tensor was
+    created in this loop and nothing else holds it, which saves allocating a [B, H] buffer per layer (measurably
+    faster for large batches: scripts/benchmark_policy.py). When a forward hook on either module could see the
+    tensor, the Tanh runs normally (out of place). A Tanh used anywhere else is always out of place, so no
+    architecture built from these modules can have its pre-activations overwritten.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.device.type != "cpu" or _tracing():
-            return torch.tanh(x)
-        if torch.is_grad_enabled() and x.requires_grad:
-            return _SigmoidTanh.apply(x) if x.numel() >= self.MIN_GRAD else torch.tanh(x)
-        if x.numel() >= self.MIN_NO_GRAD:  # no graph: may write into x
-            return _tanh_from_sigmoid(x, self.inplace)
-        return x.tanh_() if self.inplace else torch.tanh(x)
+        prev: nn.Module | None = None
+        for layer in self:
+            graph = torch.is_grad_enabled() and x.requires_grad
+            if (isinstance(layer, Tanh) and isinstance(prev, nn.Linear) and not graph
+                    and not (prev._forward_hooks or layer._forward_hooks or layer._forward_pre_hooks)):
+                x = tanh(x, inplace=True)  # x: the Linear output just computed, referenced only here
+            else:
+                x = layer(x)
+            prev = layer
+        return x
 
-    def extra_repr(self) -> str:
-        return "inplace=True" if self.inplace else ""
 
-
-# mlp() builds each activation right after a Linear, whose output no one else holds, so tanh may overwrite it
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "tanh": partial(Tanh, inplace=True),
+    "tanh": Tanh,
     "relu": nn.ReLU,
     "elu": nn.ELU,
     "gelu": nn.GELU,
@@ -163,7 +186,7 @@ def detached(dist: Distribution) -> Distribution:
     raise TypeError(f"detached() does not know {type(dist).__name__}")
 
 
-def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str, out_gain: float) -> nn.Sequential:
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str, out_gain: float) -> MLP:
     """Linear layers with orthogonal init (gain sqrt(2) inside, `out_gain` on the last layer, zero bias),
     the initialisation of the PPO implementation-details study (Engstrom et al. 2020, Huang et al. 2022)."""
     layers: list[nn.Module] = []
@@ -171,7 +194,7 @@ def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str, out_g
     for a, b in zip(dims[:-1], dims[1:], strict=True):
         layers += [_ortho(nn.Linear(a, b), math.sqrt(2)), ACTIVATIONS[activation]()]
     layers.append(_ortho(nn.Linear(dims[-1], out_dim), out_gain))
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 def _ortho(layer: nn.Linear, gain: float) -> nn.Linear:

@@ -10,7 +10,6 @@ class: each agent's update stays readable on one screen.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -84,7 +83,9 @@ def finish_update(agent: Any, batch: Batch, progress: float, d: Direction, kl: T
                                c.vf_epochs, c.vf_minibatches, c.max_grad_norm, c.norm_type, c.clip_value)
     step_size = torch.linalg.vector_norm(flat_params(d.params) - d.x0)
     metrics = {
-        "train/policy_loss": -d.f0.detach(),
+        # the surrogate loss after the step: -surrogate(new) = -(f0 + improvement); -f0 when no step was kept. Before
+        # the step it is -mean(A), ~0 with normalised advantages, so -f0 alone would say nothing.
+        "train/policy_loss": -(d.f0.detach() + improvement),
         "train/value_loss": v_loss,
         "train/entropy": d.old.entropy().mean(),
         "train/explained_variance": explained_variance(batch.values, batch.returns),
@@ -122,15 +123,13 @@ def trust_region_metrics(actor_named: NamedParams, g: Tensor, critic: GradNormMe
                          step_size: Tensor) -> dict[str, Tensor]:
     """The `train/*` trust-region diagnostics and `grad_norm/*` of an NPG or TRPO update.
 
-    grad_norm/<actor param> comes from the surrogate's gradient g [P], grad_norm/<critic param> is the mean
-    over the critic's steps, and grad_norm/total is the p-norm of all of them. Host-known numbers become
-    CPU scalars; everything else stays on the device (no sync).
+    grad_norm/<actor param> and grad_norm/actor_total come from the surrogate's gradient g [P];
+    grad_norm/<critic param> and grad_norm/critic_total are means over the critic's optimizer steps. The two
+    are gradients of different losses at different moments, so there is no combined grad_norm/total.
+    Host-known numbers become CPU scalars; everything else stays on the device (no sync).
     """
     params = [p for _, p in actor_named]
-    _, actor_per = grad_norms(split_flat(g, params), norm_type)
-    parts = [actor_per] + ([critic.per / critic.count] if critic.per is not None else [])
-    per = torch.cat(parts)
-    total = per.max() if math.isinf(norm_type) else torch.linalg.vector_norm(per, norm_type)
+    actor_total, actor_per = grad_norms(split_flat(g, params), norm_type)
     metrics = {
         "train/kl": kl,
         "train/step_size": step_size,
@@ -141,7 +140,8 @@ def trust_region_metrics(actor_named: NamedParams, g: Tensor, critic: GradNormMe
         "train/surrogate_improvement": improvement,
         "train/step_skipped": torch.tensor(float(step.skipped)),
     }
-    metrics.update(grad_norm_metrics([n for n, _ in actor_named] + critic.names, total, per))
+    metrics.update(grad_norm_metrics([n for n, _ in actor_named], actor_total, actor_per, total_name="actor_total"))
+    metrics.update(critic.metrics(total_name="critic_total"))
     return metrics
 
 

@@ -106,3 +106,36 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "gpu" in item.keywords:
                 item.add_marker(skip)
+
+
+# a Box action space with different bounds per dimension, and a policy whose mean leaves them on both sides
+GAUSSIAN_OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+GAUSSIAN_ACTIONS = gym.spaces.Box(np.array([-1.0, -2.0], np.float32), np.array([1.0, 0.5], np.float32))
+
+
+@pytest.fixture
+def out_of_bounds_checkpoint(tmp_path):
+    """A saved Gaussian policy (no training) whose mean lies far outside the action bounds for most observations:
+    the last actor layer's weights scaled up, and its bias pushing dimension 0 up and dimension 1 down."""
+    from rlpg import checkpoint
+    from rlpg.policies import ActorCritic
+
+    torch.manual_seed(0)
+    policy = ActorCritic(GAUSSIAN_OBS, GAUSSIAN_ACTIONS, (16, 16))
+    with torch.no_grad():
+        policy.actor.net[-1].weight.mul_(300.0)
+        policy.actor.net[-1].bias.copy_(torch.tensor([2.0, -3.0]))
+    payload = {
+        "algo": "ppo",
+        "env_id": "Test-v0",
+        "global_step": 0,
+        "eval_mean_return": None,
+        "config": {"train": {"hidden_sizes": [16, 16], "activation": "tanh", "log_std_init": 0.0, "clip_obs": 10.0}},
+        "spaces": {
+            "observation": checkpoint.space_to_dict(GAUSSIAN_OBS),
+            "action": checkpoint.space_to_dict(GAUSSIAN_ACTIONS),
+        },
+        "policy": policy.state_dict(),
+        "normalizer": {},
+    }
+    return checkpoint.save(tmp_path / "run" / "last.pt", payload)

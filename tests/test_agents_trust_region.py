@@ -25,9 +25,10 @@ ACTIONS = {
     "multidiscrete": gym.spaces.MultiDiscrete([3, 2]),
 }
 TR_KEYS = ["train/kl", "train/step_size", "train/cg_iterations", "train/cg_residual", "train/line_search_steps",
-           "train/line_search_accepted", "train/surrogate_improvement", "train/step_skipped"]
+           "train/line_search_accepted", "train/surrogate_improvement", "train/step_skipped",
+           "grad_norm/actor_total", "grad_norm/critic_total"]
 SHARED_KEYS = ["train/policy_loss", "train/value_loss", "train/entropy", "train/explained_variance",
-               "train/learning_rate", "grad_norm/total"]
+               "train/learning_rate"]
 
 
 def synthetic(kind: str, size: int = 512, seed: int = 0) -> tuple[ActorCritic, Batch]:
@@ -154,6 +155,49 @@ def test_frozen_actor_parameters_are_left_out() -> None:
     assert torch.equal(policy.actor.log_std, frozen[0]) and torch.equal(policy.actor.net[0].weight, frozen[1])
 
 
+@pytest.mark.parametrize("agent", ["npg", "trpo"])
+def test_policy_loss_is_the_surrogate_after_the_step(agent: str) -> None:
+    policy, batch = synthetic("gaussian")
+    before = surrogate(policy, batch)
+    algo, config = ALGOS[agent]
+    m = algo(policy, config(vf_epochs=1, vf_minibatches=4)).update(batch, 0.0)
+    assert float(m["train/line_search_accepted"]) == 1.0
+    after = surrogate(policy, batch)
+    assert after - before > 1e-3  # normalised advantages: `before` is ~0, so the loss before the step says nothing
+    torch.testing.assert_close(m["train/policy_loss"], torch.tensor(-after), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(m["train/surrogate_improvement"], torch.tensor(after - before), rtol=1e-5, atol=1e-6)
+
+
+def test_policy_loss_without_a_kept_step_is_the_loss_before(monkeypatch: pytest.MonkeyPatch) -> None:
+    policy, batch = synthetic("categorical")
+    before = surrogate(policy, batch)
+    monkeypatch.setattr(trust_update, "fisher_vector_product", lambda *a, **k: (lambda v: -v))  # step skipped
+    m = TRPO(policy, TRPOConfig(vf_minibatches=4)).update(batch, 0.0)
+    assert float(m["train/step_skipped"]) == 1.0 and float(m["train/surrogate_improvement"]) == 0.0
+    torch.testing.assert_close(m["train/policy_loss"], torch.tensor(-before), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("agent", ["npg", "trpo"])
+def test_actor_and_critic_grad_norms_are_separate_totals(agent: str) -> None:
+    policy, batch = synthetic("gaussian")
+    actor, critic = policy.actor_parameters(), policy.critic_parameters()
+    # the actor's surrogate gradient and the critic's first (only) regression gradient, at the parameters before
+    adv = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    ratio = (policy.dist(batch.obs).log_prob(batch.actions) - batch.logp).exp()
+    g_actor = torch.autograd.grad((ratio * adv).mean(), [p for _, p in actor])
+    v_loss = 0.5 * (policy.value(batch.obs) - batch.returns).pow(2).mean()
+    g_critic = torch.autograd.grad(v_loss, [p for _, p in critic])
+    algo, config = ALGOS[agent]
+    m = algo(policy, config(vf_epochs=1, vf_minibatches=1, max_grad_norm=None)).update(batch, 0.0)
+    assert "grad_norm/total" not in m  # a norm over two losses' gradients means nothing
+    for (name, _), g in zip(actor + critic, g_actor + g_critic, strict=True):
+        torch.testing.assert_close(m[f"grad_norm/{name}"], g.norm(), rtol=1e-4, atol=1e-7)
+    actor_total = torch.cat([g.flatten() for g in g_actor]).norm()
+    critic_total = torch.cat([g.flatten() for g in g_critic]).norm()
+    torch.testing.assert_close(m["grad_norm/actor_total"], actor_total, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(m["grad_norm/critic_total"], critic_total, rtol=1e-4, atol=1e-7)
+
+
 # ----------------------------------------------------------------------------------------- REINFORCE
 def rollout_with_boundaries() -> Rollout:
     """T = 4, N = 2. env 0: a termination at t = 1; env 1: a truncation at t = 2."""
@@ -198,7 +242,7 @@ def test_reinforce_update_metrics_and_direction(baseline: bool) -> None:
     logp_before = policy.dist(batch.obs).log_prob(batch.actions).detach()
     cfg = REINFORCEConfig(baseline=baseline, learning_rate=1e-2, max_grad_norm=None)
     m = REINFORCE(policy, cfg).update(batch, 0.0)
-    assert set(SHARED_KEYS) <= set(m)
+    assert set(SHARED_KEYS + ["grad_norm/total"]) <= set(m)  # one optimizer over actor (and critic): one total
     names = expected_grad_keys(policy, with_critic=baseline)
     assert names <= set(m)
     assert len([k for k in m if k.startswith("grad_norm/")]) == len(names) + 1
@@ -215,6 +259,44 @@ def test_reinforce_minibatches() -> None:
     policy, batch = synthetic("gaussian")
     m = REINFORCE(policy, REINFORCEConfig(update_epochs=2, num_minibatches=4)).update(batch, 0.5)
     assert float(m["train/learning_rate"]) == pytest.approx(0.5 * REINFORCEConfig().learning_rate)
+
+
+def test_reinforce_reused_batch_is_importance_weighted() -> None:
+    """Two SGD epochs over one batch: the first step is textbook REINFORCE, the second weights each sample's
+    log-prob gradient by exp(logp_new - logp_old), the ratio against the policy that collected the batch."""
+    policy, batch = synthetic("gaussian", size=256)
+    reference, _ = synthetic("gaussian", size=256)  # the same seed: the same initial weights
+    lr = 0.5
+    cfg = REINFORCEConfig(baseline=False, learning_rate=lr, optimizer="sgd", momentum=0.0, anneal_lr=False,
+                          max_grad_norm=None, update_epochs=2)
+    REINFORCE(policy, cfg).update(batch, 0.0)
+    params = [p for _, p in reference.actor_parameters()]
+    adv = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+    ratios = []
+    for epoch in range(2):
+        logp = reference.dist(batch.obs).log_prob(batch.actions)
+        if epoch == 0:  # ratio = 1: the gradient is textbook REINFORCE's, -mean(grad logp * A)
+            loss = -(logp * adv).mean()
+        else:
+            ratio = (logp - batch.logp).exp()
+            ratios.append(ratio.detach())
+            loss = -(ratio * adv).mean()
+        with torch.no_grad():
+            for p, g in zip(params, torch.autograd.grad(loss, params), strict=True):
+                p -= lr * g
+    assert (ratios[0] - 1).abs().max() > 0.1  # the second epoch is really off-policy
+    for (name, p), q in zip(policy.actor_parameters(), params, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_reinforce_refuses_gae_lambda(capsys: pytest.CaptureFixture[str]) -> None:
+    assert REINFORCEConfig().gae_lambda == 1.0  # Monte Carlo returns: what REINFORCE computes
+    with pytest.raises(ConfigError, match=r"^--gae-lambda 0.95 does not apply to reinforce: .*Monte Carlo"):
+        REINFORCEConfig(gae_lambda=0.95)
+    from rlpg.trainer import resolve_configs
+
+    with pytest.raises(ConfigError, match="--gae-lambda"):
+        resolve_configs("reinforce", "CartPole-v1", {"gae_lambda": 0.9})
 
 
 # ------------------------------------------------------------------------------------------- configs

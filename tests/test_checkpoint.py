@@ -125,3 +125,41 @@ def test_loading_non_finite_incomplete_or_unsafe_files_is_a_clear_error(tmp_path
     torch.save({"format": checkpoint.FORMAT, **payload(), "obj": gym.spaces.Discrete(2)}, unsafe)
     with pytest.raises(CheckpointError, match="refused to load .* for safety"):
         checkpoint.load(unsafe)
+
+
+def test_predict_clips_box_actions_to_the_action_space(out_of_bounds_checkpoint):
+    policy = checkpoint.load_policy(out_of_bounds_checkpoint)
+    low, high = torch.tensor([-1.0, -2.0]), torch.tensor([1.0, 0.5])  # conftest's GAUSSIAN_ACTIONS
+    assert torch.equal(torch.as_tensor(policy.policy.action_space.low), low)
+    obs = torch.randn(64, 3, generator=torch.Generator().manual_seed(1))
+    raw = policy.predict(obs, clip=False)
+    with torch.no_grad():
+        assert torch.equal(raw, policy.policy.dist(obs).mean)  # clip=False: the Gaussian mean itself
+    assert (raw < low).any() and (raw > high).any() and ((raw > low) & (raw < high)).any()  # the test bites
+    clipped = policy.predict(obs)
+    assert torch.equal(clipped, torch.maximum(torch.minimum(raw, high), low))
+    # numpy and a single observation take the same path
+    np.testing.assert_array_equal(policy.predict(obs[0].numpy()), clipped[0].numpy())
+    # a sample is clipped too; with clip=False it is the unclipped sample
+    torch.manual_seed(2)
+    sample = policy.predict(obs, deterministic=False)
+    torch.manual_seed(2)
+    raw_sample = policy.predict(obs, deterministic=False, clip=False)
+    assert not torch.equal(raw_sample, raw) and ((raw_sample < low) | (raw_sample > high)).any()
+    assert torch.equal(sample, torch.maximum(torch.minimum(raw_sample, high), low))
+
+
+def test_predict_leaves_discrete_actions_alone(tmp_path):
+    from rlpg.policies import ActorCritic
+
+    obs_space, act_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32), gym.spaces.Discrete(4)
+    policy = ActorCritic(obs_space, act_space, (8,))
+    saved = payload(
+        config={"train": {"hidden_sizes": [8], "activation": "tanh", "log_std_init": 0.0, "clip_obs": 10.0}},
+        spaces={"observation": checkpoint.space_to_dict(obs_space), "action": checkpoint.space_to_dict(act_space)},
+        policy=policy.state_dict(),
+    )
+    trained = checkpoint.load_policy(checkpoint.save(tmp_path / "d.pt", saved))
+    obs = torch.randn(10, 3)
+    assert torch.equal(trained.predict(obs), trained.predict(obs, clip=False))
+    assert trained.predict(obs).dtype == torch.int64

@@ -44,6 +44,11 @@ def test_unknown_algorithm_suggests(capsys):
     one_line_error(capsys, "train", "--algo", "ppo2", match="did you mean 'ppo'")
 
 
+def test_gae_lambda_is_refused_for_reinforce(capsys, tmp_path):
+    one_line_error(capsys, "train", "--algo", "reinforce", "--gae-lambda", "0.9", "--logdir", str(tmp_path),
+                   match="--gae-lambda 0.9 does not apply to reinforce")
+
+
 def test_unknown_env_suggests_closest_ids(capsys, tmp_path):
     line = one_line_error(
         capsys, "train", "--env", "CartPol-v1", "--logdir", str(tmp_path), match="unknown environment"
@@ -151,3 +156,19 @@ def test_flags_can_set_none(capsys, tmp_path):
     saved = checkpoint.load(tmp_path / "n" / "last.pt")
     assert code == 0 and saved["config"]["agent"]["max_grad_norm"] is None
     assert saved["config"]["agent"]["target_kl"] == 0.5
+
+
+def test_export_clips_actions_unless_raw_actions(capsys, out_of_bounds_checkpoint, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    import rlpg
+
+    policy = rlpg.load_policy(out_of_bounds_checkpoint)
+    obs = torch.randn(32, 3, generator=torch.Generator().manual_seed(3)).numpy()
+    for flags, clip in (((), True), (("--raw-actions",), False)):
+        out = tmp_path / f"pi_{clip}.onnx"
+        code, _, _ = run_cli(capsys, "export", str(out_of_bounds_checkpoint), "-o", str(out), *flags)
+        assert code == 0
+        action = ort.InferenceSession(str(out)).run(None, {"obs": obs})[0]
+        torch.testing.assert_close(torch.as_tensor(action), torch.as_tensor(policy.predict(obs, clip=clip)))
+    assert not torch.equal(torch.as_tensor(action), torch.as_tensor(policy.predict(obs)))  # raw leaves the bounds

@@ -2,10 +2,23 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from torch import nn
 from torch.distributions import kl_divergence
 
+from rlpg import policies
 from rlpg.errors import ConfigError, UnsupportedSpaceError
-from rlpg.policies import LOG_STD_MIN, ActorCritic, MultiCategorical, Tanh, _SigmoidTanh, detached, freeze
+from rlpg.policies import (
+    ACTIVATIONS,
+    LOG_STD_MIN,
+    MLP,
+    ActorCritic,
+    MultiCategorical,
+    Tanh,
+    _SigmoidTanh,
+    detached,
+    freeze,
+    tanh,
+)
 
 BOX = gym.spaces.Box(-1, 1, (3,), np.float32)
 
@@ -154,14 +167,68 @@ def test_tanh_function_gradients_and_double_backprop():
 def test_tanh_inplace_only_without_a_graph():
     x = _tanh_input(4096)
     with torch.no_grad():
-        y = Tanh()(x)
+        y = tanh(x)
         assert not torch.equal(y, x)  # the input is kept
-        z = Tanh(inplace=True)(x.clone())
+        z = tanh(x.clone(), inplace=True)
         x2 = x.clone()
-        assert Tanh(inplace=True)(x2).data_ptr() == x2.data_ptr()
+        assert tanh(x2, inplace=True).data_ptr() == x2.data_ptr()
     torch.testing.assert_close(z, y, rtol=0, atol=0)
     xg = x.clone().requires_grad_()
-    out = Tanh(inplace=True)(xg)
+    out = tanh(xg, inplace=True)
     assert out.data_ptr() != xg.data_ptr()
     torch.testing.assert_close(xg.detach(), x, rtol=0, atol=0)
-    assert "inplace=True" in repr(ActorCritic(BOX, gym.spaces.Discrete(2)).actor)
+
+
+class PreActivationResidual(nn.Module):
+    """tanh(h) + h with h = W x + b: the pre-activation is still needed after the activation ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(64, 64)
+        self.act = ACTIVATIONS["tanh"]()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.linear(x)
+        return self.act(h) + h
+
+
+@pytest.mark.parametrize("rows", [8, 4096])  # both no-grad paths: torch.tanh_ and the in-buffer sigmoid form
+def test_tanh_module_never_overwrites_a_pre_activation_someone_holds(rows):
+    torch.manual_seed(0)
+    x = _tanh_input(rows)
+    block = PreActivationResidual()
+    with torch.no_grad():  # as in a rollout
+        h = block.linear(x)
+        torch.testing.assert_close(block(x), torch.tanh(h) + h, rtol=0, atol=1e-6)
+        # a Tanh in the MLP after a module that is not a Linear (here: the input itself) leaves it alone too
+        net = MLP(Tanh(), nn.Linear(64, 2))
+        x_before = x.clone()
+        net(x)
+        assert torch.equal(x, x_before)
+    # the actor's MLP: a forward hook that keeps a Linear's output sees the pre-activation, not its tanh
+    policy = ActorCritic(gym.spaces.Box(-1.0, 1.0, (64,), np.float32), gym.spaces.Discrete(3))
+    kept = []
+    handle = policy.actor.net[0].register_forward_hook(lambda m, i, o: kept.append(o))
+    with torch.no_grad():
+        logits_hooked = policy.actor.net(x)
+    handle.remove()
+    with torch.no_grad():
+        expected = nn.functional.linear(x, policy.actor.net[0].weight, policy.actor.net[0].bias)
+        torch.testing.assert_close(kept[0], expected, rtol=0, atol=0)
+        torch.testing.assert_close(policy.actor.net(x), logits_hooked, rtol=0, atol=1e-6)
+
+
+def test_mlp_writes_tanh_into_the_linear_output_without_a_graph(monkeypatch):
+    net = ActorCritic(BOX, gym.spaces.Discrete(2)).actor.net
+    assert isinstance(net, MLP) and [type(m) for m in net] == [nn.Linear, Tanh, nn.Linear, Tanh, nn.Linear]
+    calls = []
+    real = policies.tanh
+    monkeypatch.setattr(policies, "tanh", lambda x, inplace=False: calls.append(inplace) or real(x, inplace))
+    x = torch.randn(4096, BOX.shape[0])
+    with torch.no_grad():
+        fast = net(x)
+    assert calls == [True, True]  # both hidden layers, in place
+    calls.clear()
+    slow = nn.Sequential(*net)(x)  # the same layers as plain modules: out of place, with a graph
+    assert calls == [False, False]
+    torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-6)

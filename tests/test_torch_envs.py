@@ -295,13 +295,14 @@ def test_make_vec_registration_with_numpy(env_id: str) -> None:
         assert register_gymnasium() == ids  # idempotent and silent
         envs = gym.make_vec(f"rlpg/{env_id}", num_envs=8, vectorization_mode="vector_entry_point", device="cpu")
     assert isinstance(envs, gym.vector.VectorEnv) and isinstance(envs, NumpyVectorEnv)
-    assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP  # Gymnasium's default
     assert envs.env.device == torch.device("cpu") and envs.env.max_episode_steps == gym.spec(env_id).max_episode_steps
     same_step = {"autoreset_mode": AutoresetMode.SAME_STEP}
     ref = gym.make_vec(env_id, 8, vectorization_mode="sync", vector_kwargs=same_step, max_episode_steps=10)
     assert envs.single_observation_space == ref.single_observation_space
     torch_env = TORCH_ENVS[env_id](8, seed=5, max_episode_steps=10)
-    envs = gym.make_vec(f"rlpg/{env_id}", num_envs=8, max_episode_steps=10)
+    envs = gym.make_vec(f"rlpg/{env_id}", num_envs=8, max_episode_steps=10, **same_step)
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
     obs, info = envs.reset(seed=5)
     assert isinstance(obs, np.ndarray) and obs.dtype == np.float32 and obs.shape == ref.observation_space.shape
     np.testing.assert_array_equal(obs, torch_env.reset()[0].numpy())
@@ -326,6 +327,104 @@ def test_make_vec_registration_with_numpy(env_id: str) -> None:
     envs.close()
 
 
+def test_gymnasium_stateful_vector_wrappers_accept_the_registered_envs() -> None:
+    register_gymnasium()
+    envs = gym.make_vec("rlpg/CartPole-v1", num_envs=4, vectorization_mode="vector_entry_point")
+    wrapped = gym.wrappers.vector.NormalizeReward(gym.wrappers.vector.NormalizeObservation(envs))
+    obs, _ = wrapped.reset(seed=0)
+    for _ in range(30):
+        obs, reward, *_ = wrapped.step(envs.action_space.sample())
+    assert obs.shape == (4, 4) and np.isfinite(obs).all() and np.isfinite(reward).all()
+    disabled = gym.make_vec("rlpg/CartPole-v1", num_envs=4, autoreset_mode="Disabled")  # by name, as Gymnasium
+    assert gym.wrappers.vector.NormalizeReward(disabled).metadata["autoreset_mode"] == AutoresetMode.DISABLED
+    same_step = gym.make_vec("rlpg/CartPole-v1", num_envs=4, autoreset_mode=AutoresetMode.SAME_STEP)
+    with pytest.raises((ValueError, AssertionError), match="autoreset_mode"):  # Gymnasium refuses SAME_STEP here
+        gym.wrappers.vector.NormalizeObservation(same_step)
+    assert envs.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP  # set per instance, not on the class
+    assert TORCH_ENVS["CartPole-v1"].metadata["autoreset_mode"] == AutoresetMode.SAME_STEP  # rlpg's own envs
+
+
+@pytest.mark.parametrize("mode", list(AutoresetMode))
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])  # terminations; truncations and Box actions
+def test_autoreset_modes_match_sync_vector_env(env_id: str, mode: AutoresetMode) -> None:
+    """The registered env against `SyncVectorEnv([gymnasium.make(env_id)] * N, autoreset_mode=mode)`, step for step
+    from the same states and actions, across autoresets. Before every step each torch row is set to its Gymnasium
+    twin's state and elapsed steps, so a row's fresh reset state (random in both) is synced before it is stepped."""
+    n, max_steps, rng = 16, 20, np.random.default_rng(0)
+    register_gymnasium()
+    ours = gym.make_vec(f"rlpg/{env_id}", num_envs=n, vectorization_mode="vector_entry_point", seed=0,
+                        max_episode_steps=max_steps, autoreset_mode=mode)
+    ref = gym.vector.SyncVectorEnv([lambda: gym.make(env_id, max_episode_steps=max_steps)] * n, autoreset_mode=mode)
+    assert ours.metadata["autoreset_mode"] == ref.metadata["autoreset_mode"] == mode
+    ours.reset(seed=0)
+    ref.reset(seed=0)
+    for sub in ref.envs:  # anywhere in the state space, anywhere before the time limit
+        sub.unwrapped.state = wide_state(env_id, rng)
+        sub._elapsed_steps = int(rng.integers(0, max_steps))
+    torch_env = ours.env
+
+    def sync() -> None:
+        torch_env.state = torch.tensor(np.stack([np.asarray(e.unwrapped.state, dtype=np.float64) for e in ref.envs]))
+        torch_env.elapsed = torch.tensor([e._elapsed_steps for e in ref.envs])
+
+    events = {"done": 0, "fresh": 0, "partial reset": 0}
+    fresh = np.zeros(n, dtype=bool)  # NEXT_STEP: rows that the coming step resets instead of stepping
+    for _ in range(60):
+        sync()
+        actions = random_actions(ours.single_action_space, n, rng)
+        obs, reward, terminated, truncated, info = ours.step(actions)
+        r_obs, r_reward, r_terminated, r_truncated, r_info = ref.step(actions)
+        np.testing.assert_array_equal(terminated, r_terminated)
+        np.testing.assert_array_equal(truncated, r_truncated)
+        np.testing.assert_allclose(reward, r_reward, rtol=0, atol=1e-5)
+        done = terminated | truncated
+        if mode == AutoresetMode.SAME_STEP:
+            fresh = done
+            assert set(info) == set(r_info)
+            if done.any():
+                np.testing.assert_array_equal(info["_final_obs"], r_info["_final_obs"])
+                np.testing.assert_allclose(np.stack(list(info["final_obs"][done])),
+                                           np.stack(list(r_info["final_obs"][done])), rtol=0, atol=1e-5)
+        else:
+            assert info == {}
+        # rows that began a new episode in this step: a fresh random reset in both, elsewhere the same physics
+        np.testing.assert_allclose(obs[~fresh], r_obs[~fresh], rtol=0, atol=1e-5)
+        np.testing.assert_array_equal(obs[fresh], torch_env._observation(torch_env.state).numpy()[fresh])
+        assert (torch_env.elapsed.numpy()[fresh] == 0).all()
+        if mode == AutoresetMode.NEXT_STEP:
+            assert (reward[fresh] == 0).all() and not (terminated[fresh] | truncated[fresh]).any()
+        events["fresh"] += fresh.sum()
+        events["done"] += done.sum()
+        fresh = done & (mode == AutoresetMode.NEXT_STEP)
+        if mode == AutoresetMode.DISABLED and done.any():
+            with pytest.raises(RuntimeError, match="reset_mask"):
+                ours.step(actions)  # a finished row must be reset first
+            mask = done | (rng.random(n) < 0.2)  # also some rows that are still running
+            obs, _ = ours.reset(options={"reset_mask": mask})
+            r_obs, _ = ref.reset(options={"reset_mask": mask.copy()})
+            np.testing.assert_allclose(obs[~mask], r_obs[~mask], rtol=0, atol=1e-5)  # untouched rows
+            np.testing.assert_array_equal(obs[mask], torch_env._observation(torch_env.state).numpy()[mask])
+            assert (torch_env.elapsed.numpy()[mask] == 0).all()
+            events["partial reset"] += 1
+    assert events["done"] > 0 and (events["fresh"] > 0 or mode == AutoresetMode.DISABLED)
+    assert events["partial reset"] > 0 or mode != AutoresetMode.DISABLED
+
+
+def test_reset_rows_resets_only_the_masked_rows() -> None:
+    env = TORCH_ENVS["CartPole-v1"](4, seed=0)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.reset_rows(torch.ones(4, dtype=torch.bool))
+    env.reset()
+    state = torch.tensor([[1.0, 0, 0, 0], [2.0, 0, 0, 0], [3.0, 0, 0, 0], [4.0, 0, 0, 0]])
+    env.state, env.elapsed = state, torch.tensor([5, 6, 7, 8])
+    mask = torch.tensor([True, False, True, False])
+    obs = env.reset_rows(mask)
+    assert torch.equal(env.state[~mask], state[~mask]) and torch.equal(env.elapsed, torch.tensor([0, 6, 0, 8]))
+    assert (env.state[mask].abs() <= 0.05).all() and torch.equal(obs, env.state)
+    with pytest.raises(ValueError, match="bool"):
+        env.reset_rows(torch.ones(4))
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("env_id", ENV_IDS)
@@ -341,6 +440,7 @@ def test_cuda_step_never_syncs(env_id: str) -> None:
         for a in actions:  # crosses the time limit, so the autoreset path runs
             obs, reward, terminated, truncated, info = env.step(a)
             truncs.append(truncated)
+        env.reset_rows(truncated)  # the partial reset that the Gymnasium registration's NEXT_STEP mode uses
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert obs.is_cuda and obs.dtype == torch.float32 and reward.dtype == torch.float32

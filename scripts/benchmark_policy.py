@@ -1,0 +1,71 @@
+"""No-grad forward of the policy's tanh MLP with the hidden tanh in place vs. out of place, side by side.
+
+    python scripts/benchmark_policy.py --rows 64 4096 65536 --repeats 31 --threads 1 [--keep-heap false]
+
+The network is rlpg.policies.mlp (Linear -> Tanh -> Linear -> Tanh -> Linear, 64x64 hidden, the default policy and
+critic), run twice with the same modules: as the MLP that mlp() returns, whose tanh overwrites each Linear output
+("in place"), and as a plain nn.Sequential of the same layers, where Tanh allocates its output ("out of place"). Each
+timing is the median over `--repeats` rounds; in each round both variants run `--inner` forwards under
+`torch.no_grad()` (the rollout's and evaluation's path), in alternating order, so that drift in the machine's load
+hits both alike. Prints microseconds per forward and the ratio in-place / out-of-place (below 1: in place is faster).
+`--keep-heap` (default true, as `rlpg train`) applies rlpg.runtime.keep_heap_memory, which makes the out-of-place
+variant's extra [B, 64] buffer cheap to allocate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from rlpg.policies import MLP, mlp
+from rlpg.runtime import keep_heap_memory
+
+
+def time_forward(net: nn.Module, x: torch.Tensor, inner: int) -> float:
+    """Seconds per forward, over `inner` forwards."""
+    start = time.perf_counter()
+    for _ in range(inner):
+        net(x)
+    return (time.perf_counter() - start) / inner
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, nargs="+", default=[64, 4096, 65536], help="batch sizes B")
+    p.add_argument("--obs-dim", type=int, default=8, help="input width D")
+    p.add_argument("--repeats", type=int, default=31, help="rounds; the median is reported")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 on a shared CPU)")
+    p.add_argument("--keep-heap", type=lambda s: s.lower() == "true", default=True, help="true or false")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    heap = keep_heap_memory() if args.keep_heap else False
+    torch.manual_seed(0)
+    base = mlp(args.obs_dim, (64, 64), 2, "tanh", 0.01)
+    nets = {"in place": base.eval(), "out of place": nn.Sequential(*base).eval()}
+    assert isinstance(base, MLP) and type(nets["out of place"]) is nn.Sequential
+    print(f"torch {torch.__version__}, {args.threads} thread(s), keep_heap_memory {heap}, 64x64 tanh MLP, "
+          f"D={args.obs_dim}, no grad")
+    print(f"{'rows':>7} {'in place us':>12} {'out of place us':>16} {'ratio':>7}")
+    with torch.no_grad():
+        for rows in args.rows:
+            x = torch.randn(rows, args.obs_dim)
+            inner = max(1, 200_000 // rows)
+            torch.testing.assert_close(nets["in place"](x), nets["out of place"](x), rtol=0, atol=0)
+            times: dict[str, list[float]] = {k: [] for k in nets}
+            for net in nets.values():  # warm-up
+                time_forward(net, x, inner)
+            for r in range(args.repeats):
+                order = list(nets) if r % 2 == 0 else list(reversed(nets))
+                for name in order:
+                    times[name].append(time_forward(nets[name], x, inner))
+            med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+            ratio = med["in place"] / med["out of place"]
+            print(f"{rows:>7} {med['in place']:>12.1f} {med['out of place']:>16.1f} {ratio:>7.3f}")
+
+
+if __name__ == "__main__":
+    main()
