@@ -31,6 +31,13 @@ parser.add_argument("--device", default="auto", help="auto (cuda when present), 
 parser.add_argument("--logdir", default="runs")
 args = parser.parse_args()
 
+
+def grad_norms(params: list[tuple[str, torch.nn.Parameter]], norm_type: float) -> dict[str, float]:
+    """Each parameter's gradient norm, stacked on the device and copied to the host once (not one .item() each)."""
+    norms = torch.stack([torch.linalg.vector_norm(p.grad, norm_type) for _, p in params])
+    return dict(zip([n for n, _ in params], norms.tolist(), strict=True))
+
+
 # 1. Train briefly; every update logs grad_norm/*, every 4th also the weight and gradient histograms.
 result = rlpg.train("ppo", args.env_id, total_steps=args.total_steps, seed=args.seed, device=args.device,
                     logdir=args.logdir, histogram_interval=4, max_grad_norm=args.max_grad_norm,
@@ -50,6 +57,7 @@ advantages, returns = result.agent.advantages(rollout)  # [T, N], no graph eithe
 obs, actions = rollout.obs.flatten(0, 1), rollout.actions.flatten(0, 1)  # [B, D], [B]
 dist, values = policy.dist(obs), policy.value(obs)  # values: [B], with grad_fn
 baseline = values.detach()  # the policy loss must not move the critic: detach cuts the graph here
+print(f"values: requires_grad={values.requires_grad}; values.detach(): requires_grad={baseline.requires_grad}")
 adv = returns.flatten() - baseline
 adv = (adv - adv.mean()) / (adv.std() + 1e-8)
 policy_loss = -(dist.log_prob(actions) * adv).mean()
@@ -61,9 +69,9 @@ params = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]  # fr
 optimizer = torch.optim.Adam([p for _, p in params], lr=3e-4)
 optimizer.zero_grad(set_to_none=True)  # gradients accumulate in p.grad: clear them first
 loss.backward()
-before = {n: torch.linalg.vector_norm(p.grad, args.norm_type).item() for n, p in params}
+before = grad_norms(params, args.norm_type)
 total = torch.nn.utils.clip_grad_norm_([p for _, p in params], args.max_grad_norm, args.norm_type)  # pre-clip total
-after = {n: torch.linalg.vector_norm(p.grad, args.norm_type).item() for n, p in params}
+after = grad_norms(params, args.norm_type)
 optimizer.step()
 print(f"{'parameter':<20} {'shape':>8} {'requires_grad':>14} {'grad norm':>10} {'clipped':>10}")
 for name, p in params:

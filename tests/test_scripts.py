@@ -153,6 +153,7 @@ def test_inspect_gradients_prints_norms_that_agree_with_clipping_and_the_event_f
                         cwd=tmp_path)
     out = printed(stdout)
     assert "rollout.logp: requires_grad=False grad_fn=None" in stdout  # the Collector ran under no_grad
+    assert "values: requires_grad=True; values.detach(): requires_grad=False" in stdout
     manual, _, table = stdout.partition("event files:")
     rows = {m[0]: (float(m[1]), float(m[2])) for m in re.findall(r"^(\S+) +\S+ +True +(\S+) +(\S+)$", manual, re.M)}
     assert sorted(rows) == sorted(PARAMS)
