@@ -13,11 +13,16 @@ from gymnasium import spaces
 from torch import Tensor
 
 from rlpg.envs.torch_base import TorchVecEnv
+from rlpg.errors import ConfigError
 
 
 class CartPole(TorchVecEnv):
     """Balance a pole on a cart: reward 1 per step (the terminating step included), terminated when |x| > 2.4 or
-    |theta| > 12 degrees, truncated at 500 steps. Euler integration, as Gymnasium's default `kinematics_integrator`."""
+    |theta| > 12 degrees, truncated at 500 steps. Euler integration, as Gymnasium's default `kinematics_integrator`.
+
+    The physical constants default to Gymnasium's and may be changed per env, e.g. a heavier, longer pole for
+    fine-tuning: `rlpg.envs.make("CartPole-v1", 8, env_kwargs={"masspole": 0.5, "length": 1.0})`.
+    """
 
     spec_id = "CartPole-v1"
     default_max_episode_steps = 500
@@ -25,13 +30,6 @@ class CartPole(TorchVecEnv):
     # float32 is enough: the state stays small while an episode lasts (|x| < 2.4, |theta| < 0.21), and one float32
     # step from a float64 Gymnasium state agrees with Gymnasium's float64 step to ~1e-7.
 
-    gravity = 9.8
-    masscart = 1.0
-    masspole = 0.1
-    total_mass = masspole + masscart
-    length = 0.5  # half the pole's length, as in Gymnasium
-    polemass_length = masspole * length
-    force_mag = 10.0
     tau = 0.02  # seconds between state updates
     theta_threshold_radians = 12 * 2 * math.pi / 360
     x_threshold = 2.4
@@ -39,6 +37,29 @@ class CartPole(TorchVecEnv):
     _high = np.array([x_threshold * 2, np.inf, theta_threshold_radians * 2, np.inf], dtype=np.float32)
     single_observation_space = spaces.Box(-_high, _high, dtype=np.float32)
     single_action_space = spaces.Discrete(2)
+
+    def __init__(
+        self,
+        num_envs: int,
+        device: str | torch.device = "cpu",
+        seed: int | None = None,
+        max_episode_steps: int | None = None,
+        gravity: float = 9.8,
+        masscart: float = 1.0,
+        masspole: float = 0.1,
+        length: float = 0.5,
+        force_mag: float = 10.0,
+    ) -> None:
+        """gravity (m/s^2), masscart and masspole (kg), length (half the pole's length, m) and force_mag (N, the push
+        of either action): Gymnasium's `CartPoleEnv` attributes of the same names, with its defaults; each > 0."""
+        physics = dict(gravity=gravity, masscart=masscart, masspole=masspole, length=length, force_mag=force_mag)
+        for name, value in physics.items():
+            if not value > 0:  # also rejects NaN
+                raise ConfigError(f"CartPole {name} must be > 0, got {value}")
+        super().__init__(num_envs, device, seed, max_episode_steps)
+        self.gravity, self.masscart, self.masspole, self.length, self.force_mag = (float(v) for v in physics.values())
+        self.total_mass = self.masspole + self.masscart
+        self.polemass_length = self.masspole * self.length
 
     def _initial_state(self) -> Tensor:
         return self._uniform(-0.05, 0.05, (self.num_envs, 4))

@@ -17,9 +17,12 @@ import torch
 from gymnasium.envs.classic_control.acrobot import wrap as gym_wrap
 from gymnasium.vector import AutoresetMode
 
+from rlpg.envs import find_wrapper, make
 from rlpg.envs.acrobot import wrap
+from rlpg.envs.cartpole import CartPole
 from rlpg.envs.native import TORCH_ENVS, NumpyVectorEnv, register_gymnasium
 from rlpg.envs.torch_base import TorchVecEnv
+from rlpg.errors import ConfigError
 
 ENV_IDS = list(TORCH_ENVS)
 PI = math.pi
@@ -228,6 +231,37 @@ def test_same_step_autoreset_after_termination() -> None:
     assert len(set(obs[:3, 0].tolist())) == 3  # each row draws its own reset state
     assert torch.equal(obs[3:], info["final_obs"][3:])
     assert env.elapsed.tolist() == [0, 0, 0, 14, 15, 16, 17, 18]
+
+
+def test_cartpole_physics_parameters() -> None:
+    """Default constants are Gymnasium's; a heavier, longer pole follows Gymnasium's formula with those constants
+    (and moves differently from the default pole); a non-positive constant is rejected."""
+    default = TORCH_ENVS["CartPole-v1"](16, seed=0)
+    ref = gym.make("CartPole-v1").unwrapped
+    for name in ("gravity", "masscart", "masspole", "length", "force_mag", "total_mass", "polemass_length", "tau"):
+        assert getattr(default, name) == getattr(ref, name), name
+    heavy = find_wrapper(make("CartPole-v1", 16, env_kwargs={"masspole": 0.5, "length": 1.0}), CartPole)
+    ref.masspole, ref.length = 0.5, 1.0
+    ref.total_mass, ref.polemass_length = ref.masspole + ref.masscart, ref.masspole * ref.length
+    rng = np.random.default_rng(0)
+    states = rng.uniform([-1.0, -1.0, -0.15, -1.0], [1.0, 1.0, 0.15, 1.0], size=(16, 4))
+    actions = rng.integers(0, 2, size=16)
+    expected = []
+    for state, action in zip(states, actions, strict=True):
+        ref.reset()
+        ref.state = state.copy()
+        expected.append(ref.step(int(action))[0])
+    moved = {}
+    for env in (heavy, default):
+        env.reset()
+        env.state = torch.tensor(states)
+        moved[env] = env.step(torch.as_tensor(actions))[4]["final_obs"].numpy()
+    np.testing.assert_allclose(moved[heavy], np.stack(expected), rtol=0, atol=1e-5)
+    theta_dot_change = np.abs(moved[heavy][:, 3] - moved[default][:, 3])
+    assert (theta_dot_change > 1e-3).all()  # the pole's angular acceleration depends on its mass and length
+    for bad in ({"masspole": 0.0}, {"length": -1.0}, {"gravity": float("nan")}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            TORCH_ENVS["CartPole-v1"](2, **bad)
 
 
 def test_state_setter_keeps_elapsed_and_checks_shape() -> None:
