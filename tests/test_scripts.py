@@ -80,8 +80,10 @@ def test_train_classic_logs_what_the_trainer_logs(algo: str, tmp_path: Path) -> 
     assert [e.step for e in acc.Scalars("train/policy_loss")] == [256, 512]
     trainer = rlpg.train(algo, "CartPole-v1", backend="torch", num_envs=8, num_steps=32, total_steps=512,
                          eval_episodes=4, logdir=str(tmp_path / "trainer"), progress=False)
-    expected = logged_tags(trainer.run_dir)
-    assert {f"grad_norm/{p}" for p in PARAMS} | {"grad_norm/total", "rollout/episodic_return"} <= expected
+    # train/skipped_updates counts the updates the trainer undid for a non-finite loss; the script has no such guard
+    expected = logged_tags(trainer.run_dir) - {"train/skipped_updates"}
+    total = {"grad_norm/total"} if algo in ("ppo", "reinforce") else {"grad_norm/actor_total", "grad_norm/critic_total"}
+    assert {f"grad_norm/{p}" for p in PARAMS} | total | {"rollout/episodic_return"} <= expected
     assert logged_tags(run_dir) == expected
 
 
