@@ -47,7 +47,7 @@ class CheckFinite(VecEnvWrapper):
     names the env id, the sub-env index, the step and the signal, before the value reaches the policy.
 
     On the CPU each step is checked at once. On an accelerator that would make the host wait for the device every
-    step, so the first bad step of each sub-env is recorded on the device and `check_finite()` (which the Collector
+    step, so the first bad step of each sub-env is recorded on the device and `check_finite()` (which the trainer
     calls once per rollout) raises; NormalizeObservation / NormalizeReward never absorb such a value meanwhile
     (see RunningMeanStd).
     """

@@ -79,9 +79,6 @@ class Collector:
                 count += done.sum()
         self.obs = obs
         assert b_actions is not None
-        check = getattr(self.env, "check_finite", None)
-        if check is not None:  # envs on an accelerator report a NaN / inf once per rollout (see CheckFinite)
-            check()
         values, next_values = critic_values(self.policy, b_obs, b_next_obs, obs, b_terminated | b_truncated)
         return Rollout(
             b_obs,

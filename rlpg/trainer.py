@@ -1,6 +1,4 @@
-"""The training loop: collect -> advantages -> agent.update -> log -> evaluate / checkpoint, and the run directory
-it lives in.
-
+"""The training loop: collect -> advantages -> agent.update -> log -> evaluate / checkpoint.
 Only this module knows the order of the steps and holds the TensorBoard logger. A run survives what happens to
 long runs: `last.pt` is written every `checkpoint_interval` steps and `checkpoint_seconds` seconds, on SIGTERM,
 SIGINT and SIGUSR1, and at the end, always at an iteration boundary, so `resume=RUN_DIR` (`rlpg train --resume`)
@@ -11,16 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -29,7 +24,8 @@ from tqdm import tqdm
 
 from rlpg import checkpoint
 from rlpg.agents import ALGOS
-from rlpg.config import TrainConfig, build, to_dict
+from rlpg.config import TrainConfig, to_dict
+from rlpg.devices import ENV_BYTES, check_memory, resolve_device
 from rlpg.envs import (
     env_state,
     load_env_state,
@@ -39,18 +35,14 @@ from rlpg.envs import (
     resolve_backend,
     set_training,
 )
-from rlpg.errors import CheckpointError, ConfigError, NonFiniteError, StopNow, unknown_name
+from rlpg.errors import CheckpointError, ConfigError, NonFiniteError, StopNow
 from rlpg.logger import Logger, purge_events, to_host
 from rlpg.policies import ActorCritic, freeze
-from rlpg.presets import preset
 from rlpg.rollout import Collector, evaluate, rollout_bytes
+from rlpg.runs import StopSignals, check_spaces, create_run_dir, prepare_run_dir, resolve_configs, resume_configs
 from rlpg.types import Agent, Batch, Rollout
 
-RESUMABLE = ("total_steps", "progress", "log_interval", "histogram_interval", "eval_interval", "eval_episodes",
-             "num_eval_envs", "checkpoint_interval", "checkpoint_seconds", "torch_threads", "keep_heap",
-             "max_skipped_updates")
-"""settings a resumed run may change: how long it runs and what it logs, never what it learns from"""
-
+__all__ = ["train", "Trainer", "TrainResult", "flatten", "resolve_configs", "resume_configs", "resolve_device"]
 
 @dataclass
 class TrainResult:
@@ -75,63 +67,6 @@ class TrainResult:
     """updates skipped for a non-finite loss or gradient"""
 
 
-# ------------------------------------------------------------------------------------------------ devices, memory
-def resolve_device(name: str) -> torch.device:
-    """The torch device of `--device`: auto, cpu, cuda, cuda:N or mps, checked to exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ConfigError(f"--device {name!r} is not a torch device; use auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cpu":
-        return torch.device("cpu")
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name} was asked for but no CUDA device is available; use --device cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s), "
-                              f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
-        return device
-    if device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise ConfigError("--device mps was asked for but MPS is not available here; use --device cpu")
-        return device
-    raise ConfigError(f"--device {name}: rlpg trains on cpu, cuda or mps, not on {device.type!r} devices")
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes free for new tensors on `device` (None when unknown): MemAvailable for the CPU, the driver's free
-    memory for CUDA."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-# bytes per sub-env besides the rollout: a torch-native env holds a few state tensors; a Gymnasium env is a Python
-# object (a classic-control one takes a few kB, a MuJoCo one its model and data)
-ENV_BYTES = {"torch": 256, "gymnasium": 64 * 1024}
-
-
-def check_memory(what: str, need: int, device: torch.device, fix: str) -> None:
-    """ConfigError before an allocation of ~`need` bytes that cannot fit (a clear line instead of an allocator
-    traceback, or the machine swapping for minutes)."""
-    free = available_memory(device)
-    if free is not None and need > free:
-        raise ConfigError(f"{what} needs about {need / 2**30:.3g} GiB but only {free / 2**30:.3g} GiB is free on "
-                          f"{device}; {fix}")
-
-
 # --------------------------------------------------------------------------------------------------- seeds
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -142,89 +77,6 @@ def seed_everything(seed: int) -> None:
 def derived_seed(*keys: int) -> int:
     """A reproducible 32-bit seed from integers (numpy's SeedSequence hashing): distinct keys, unrelated streams."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0])
-
-
-def check_spaces(payload: dict[str, Any], env: Any, what: str) -> None:
-    """ConfigError when a checkpoint was made for other observation / action spaces than `env` has."""
-    for key, space in (("observation", env.single_observation_space), ("action", env.single_action_space)):
-        saved = checkpoint.space_from_dict(payload["spaces"][key])
-        if saved != space:
-            raise ConfigError(f"{what} was made for {payload.get('env_id')} with {key} space {saved}, but this "
-                              f"environment has {space}; use a checkpoint of the same environment")
-
-
-# ------------------------------------------------------------------------------------------------------- configs
-def resolve_configs(
-    algo: str = "ppo",
-    env_id: str | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> tuple[TrainConfig, Any]:
-    """TrainConfig and the agent's config from defaults < presets < overrides (None = not set)."""
-    overrides = dict(overrides or {})
-    if algo not in ALGOS:
-        raise unknown_name("algorithm", algo, ALGOS)
-    _, config_cls = ALGOS[algo]
-    from_overrides = overrides.pop("env_id", None)
-    env_id = env_id if env_id is not None else from_overrides if from_overrides is not None else TrainConfig.env_id
-    if not isinstance(env_id, str):
-        raise ConfigError(f"--env must be an environment id, got {env_id!r}")
-    backend = overrides.get("backend") or "auto"
-    tuned = preset(algo, env_id, resolve_backend(env_id, backend) if isinstance(backend, str) else "auto")
-    known = {f for cls in (TrainConfig, config_cls) for f in cls.__dataclass_fields__}
-    unknown = sorted(k for k in overrides if k not in known)
-    if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)} for {algo}; see rlpg train --algo {algo} --help")
-    base = {"algo": algo, "env_id": env_id}
-    cfg = build(TrainConfig, base, tuned, overrides)
-    agent_cfg = build(config_cls, tuned, overrides)
-    agent_cfg.validate_batch(cfg.num_envs, cfg.num_steps)
-    return cfg, agent_cfg
-
-
-def resume_configs(run_dir: str | Path, algo: str | None = None, env_id: str | None = None,
-                   overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, Any, dict[str, Any]]:
-    """The configs of the run in `run_dir`, as saved in its last.pt, with the few settings a resumed run may
-    change (RESUMABLE) taken from `overrides`; any other setting that differs is a ConfigError. Returns
-    (TrainConfig, agent config, the last.pt payload)."""
-    run = Path(run_dir)
-    if not run.is_dir():
-        raise ConfigError(f"--resume {run}: no such run directory")
-    if not (run / "last.pt").is_file():
-        raise ConfigError(f"--resume {run}: it has no last.pt to continue from; is it an rlpg run directory?")
-    payload = checkpoint.load(run / "last.pt")
-    missing = [k for k in ("resume", "agent", "rng", "iteration") if k not in payload]
-    if missing or "agent" not in payload["config"]:
-        raise CheckpointError(f"{run / 'last.pt'} lacks the state a resumed run needs ({', '.join(missing)}); "
-                              "it was written by an older rlpg: start a new run with --init-from instead")
-    saved_train, saved_agent = payload["config"]["train"], payload["config"]["agent"]
-    if algo is not None and algo != payload["algo"]:
-        raise ConfigError(f"--algo {algo}: the run in {run} was trained with {payload['algo']}; drop --algo to resume")
-    if env_id is not None and env_id != payload["env_id"]:
-        raise ConfigError(f"--env {env_id}: the run in {run} was trained on {payload['env_id']}; drop --env to resume")
-    if payload["algo"] not in ALGOS:
-        raise CheckpointError(f"{run / 'last.pt'} was made by an unknown algorithm {payload['algo']!r}")
-    _, config_cls = ALGOS[payload["algo"]]
-    overrides = dict(overrides or {})
-    for key, value in overrides.items():
-        saved = saved_train.get(key, saved_agent.get(key))
-        if isinstance(value, tuple):
-            value = list(value)
-        if key not in RESUMABLE and value != saved:
-            raise ConfigError(
-                f"--{key.replace('_', '-')} cannot change when resuming (the run used {saved!r}); a resumed run "
-                f"may change only {', '.join('--' + k.replace('_', '-') for k in RESUMABLE)}"
-            )
-    keep = {k: v for k, v in overrides.items() if k in RESUMABLE}
-    try:
-        cfg = build(TrainConfig, saved_train, keep)
-        agent_cfg = build(config_cls, saved_agent)
-    except TypeError as e:
-        raise CheckpointError(f"{run / 'last.pt'} holds a config this rlpg cannot read ({e})") from None
-    cfg = replace(cfg, logdir=str(run.parent), run_name=run.name, init_from="")
-    if payload["global_step"] >= cfg.total_steps:
-        raise ConfigError(f"the run in {run} already finished its {cfg.total_steps} steps; pass a larger "
-                          "--total-steps to continue it")
-    return cfg, agent_cfg, payload
 
 
 def train(algo: str | None = None, env_id: str | None = None, *, resume: str | Path | None = None,
@@ -254,93 +106,6 @@ def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -
         advantages=advantages.reshape(b),
         returns=returns.reshape(b),
     )
-
-
-# -------------------------------------------------------------------------------------------------------- signals
-STOP_SIGNALS = tuple(s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGUSR1", None)) if s is not None)
-
-
-class StopSignals:
-    """SIGTERM (kill, SLURM, Kubernetes, docker stop), SIGINT (Ctrl-C) and SIGUSR1 (SLURM's --signal warning) stop
-    a run cleanly. While an iteration is half done (`safe` False) the first signal only asks the loop to stop at the
-    end of it, so last.pt holds a consistent state; a signal while nothing is half done, or a second one, raises
-    StopNow at once. Handlers are installed only in the main thread and restored on exit."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self.safe = True
-        self.closing = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for s in STOP_SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: FrameType | None) -> None:
-        first = self.signum is None
-        self.signum = self.signum or signum
-        if self.closing:
-            return
-        if first and not self.safe:
-            name = signal.Signals(signum).name
-            print(f"\nrlpg: {name}: stopping after this update and saving last.pt (send it again to stop at once)",
-                  file=sys.stderr, flush=True)
-            return
-        raise StopNow(signum)
-
-
-# -------------------------------------------------------------------------------------------------- run directory
-def looks_like_run(path: Path) -> bool:
-    """An rlpg run directory (or an empty one), which --overwrite may delete."""
-    names = {p.name for p in path.iterdir()}
-    return not names or "config.json" in names or bool(names & {"last.pt", "best.pt"})
-
-
-def prepare_run_dir(logdir: Path, name: str, explicit: bool, overwrite: bool) -> Path:
-    """Check (do not create) the run directory: an existing one is never reused silently."""
-    if logdir.exists() and not logdir.is_dir():
-        raise ConfigError(f"--logdir {logdir} is a file, not a directory; pass a directory")
-    run_dir = logdir / name
-    if explicit and (run_dir.exists() or run_dir.is_symlink()):
-        if not run_dir.is_dir():
-            raise ConfigError(f"{run_dir} exists and is not a directory; choose another --run-name")
-        if not overwrite:
-            raise ConfigError(f"run directory {run_dir} already exists; continue it with --resume {run_dir}, replace "
-                              "it with --overwrite, or choose another --run-name")
-        if not looks_like_run(run_dir):
-            raise ConfigError(f"refusing to replace {run_dir}: it is not an rlpg run directory (no config.json or "
-                              "checkpoint); choose another --run-name")
-    return run_dir
-
-
-def create_run_dir(run_dir: Path, explicit: bool, overwrite: bool) -> Path:
-    """Create the run directory; an automatic name gets a _2, _3, ... suffix instead of sharing a directory."""
-    try:
-        if explicit:
-            if overwrite and run_dir.is_dir():
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=False)
-            return run_dir
-        base, n = run_dir, 1
-        while True:
-            try:
-                run_dir.mkdir(parents=True, exist_ok=False)
-                return run_dir
-            except FileExistsError:
-                n += 1
-                run_dir = base.with_name(f"{base.name}_{n}")
-    except FileExistsError:
-        raise ConfigError(f"run directory {run_dir} was created by another process meanwhile; choose another "
-                          "--run-name") from None
-    except OSError as e:
-        raise ConfigError(f"cannot create run directory {run_dir}: {e.strerror or e}") from None
 
 
 # ---------------------------------------------------------------------------------------------------------- trainer
@@ -582,6 +347,7 @@ class Trainer:
                 it = self.iteration
                 consistent = stop.safe = False
                 rollout = collector.collect()
+                self.env.check_finite()  # on an accelerator CheckFinite reports a NaN or inf here, once per rollout
                 metrics = self.guarded_update(rollout, it / num_iterations)
                 prev_step = self.global_step
                 self.global_step += batch_size
