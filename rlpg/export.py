@@ -73,7 +73,8 @@ def export_onnx(path: str | Path, output: str | Path | None = None, clip_actions
     out = check_output(Path(output) if output else src.with_suffix(".onnx"))
     trained = load_policy(src)
     module = DeterministicPolicy(trained, clip_actions).eval()
-    example = torch.zeros(2, *trained.policy.obs_space.shape)
+    space = trained.policy.obs_space  # an example in the space (a Discrete(n, start) observation starts at start)
+    example = torch.full((2, *space.shape), float(getattr(space, "start", 0)))
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         import onnx  # noqa: F401

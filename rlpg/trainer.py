@@ -1,4 +1,5 @@
 """The training loop: collect -> advantages -> agent.update -> log -> evaluate / checkpoint.
+
 Only this module knows the order of the steps and holds the TensorBoard logger. A run survives what happens to
 long runs: `last.pt` is written every `checkpoint_interval` steps and `checkpoint_seconds` seconds, on SIGTERM,
 SIGINT and SIGUSR1, and at the end, always at an iteration boundary, so `resume=RUN_DIR` (`rlpg train --resume`)

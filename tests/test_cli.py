@@ -172,3 +172,19 @@ def test_export_clips_actions_unless_raw_actions(capsys, out_of_bounds_checkpoin
         action = ort.InferenceSession(str(out)).run(None, {"obs": obs})[0]
         torch.testing.assert_close(torch.as_tensor(action), torch.as_tensor(policy.predict(obs, clip=clip)))
     assert not torch.equal(torch.as_tensor(action), torch.as_tensor(policy.predict(obs)))  # raw leaves the bounds
+
+
+def test_eval_falls_back_to_last_pt_when_best_pt_is_unreadable(capsys, tmp_path):
+    code, _, _ = run_cli(capsys, "train", "--logdir", str(tmp_path), "--run-name", "fb", *FAST)
+    assert code == 0
+    (tmp_path / "fb" / "best.pt").write_bytes(b"half a file")
+    code, out, err = run_cli(capsys, "eval", str(tmp_path / "fb"), "--episodes", "2", "--json")
+    assert code == 0, err
+    assert "best.pt" in err and "evaluating last.pt instead" in err and len(err.strip().splitlines()) == 1
+    assert json.loads(out)["checkpoint"].endswith("last.pt")
+
+
+def test_train_prints_progress_on_stdout_and_nothing_on_stderr(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "train", "--logdir", str(tmp_path), "--run-name", "quiet", *FAST)
+    assert code == 0 and err == ""
+    assert out.startswith("rlpg: training ppo on CartPole-v1 (torch backend, 4 envs, device cpu)")

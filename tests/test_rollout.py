@@ -95,3 +95,45 @@ def test_gymnasium_adapter_clips_box_actions_but_rollout_keeps_raw_action():
     _, r1, *_ = env.step(torch.tensor([[50.0]]))
     _, r2, *_ = gym_env.step(np.array([2.0], np.float32))
     assert r1.item() == pytest.approx(r2, rel=1e-5)
+
+
+def test_a_vec_env_without_final_obs_is_refused():
+    from rlpg.errors import RLPGError
+
+    class NoFinalObs:
+        """Follows the VecEnv protocol except for info["final_obs"]."""
+
+        num_envs, device = 2, torch.device("cpu")
+        single_observation_space = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
+        single_action_space = gym.spaces.Discrete(2)
+
+        def reset(self, seed=None):
+            return torch.zeros(2, 3), {}
+
+        def step(self, actions):
+            done = torch.tensor([True, False])
+            return torch.zeros(2, 3), torch.ones(2), torch.zeros(2, dtype=torch.bool), done, {}
+
+    env = NoFinalObs()
+    policy = ActorCritic(env.single_observation_space, env.single_action_space)
+    collector = Collector(env, policy, num_steps=4)
+    collector.reset(seed=0)
+    with pytest.raises(RLPGError, match=r"returned no info\['final_obs'\]"):
+        collector.collect()
+
+
+def test_evaluate_stops_an_env_without_a_time_limit_within_seconds():
+    import time
+
+    from rlpg.errors import RLPGError
+    from rlpg.rollout import EVAL_STEPS_WITHOUT_TIME_LIMIT
+
+    env = make("RlpgTestNoTimeLimit-v0", 2, backend="gymnasium")
+    policy = ActorCritic(env.single_observation_space, env.single_action_space)
+    start = time.perf_counter()
+    with pytest.raises(RLPGError, match=f"after {EVAL_STEPS_WITHOUT_TIME_LIMIT + 1} steps per env .* 0 of 2 episodes"):
+        evaluate(env, policy, episodes=2, seed=0)
+    assert time.perf_counter() - start < 30
+    # with a time limit the bound is the limit itself: CartPole's 500 steps per episode always finish
+    cp = make("CartPole-v1", 2, backend="torch")
+    assert len(evaluate(cp, ActorCritic(cp.single_observation_space, cp.single_action_space), 4, seed=0)) == 4

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -159,3 +160,48 @@ def test_runs_started_together_get_their_own_directories(tmp_path):
     a, b = Trainer(cfg, agent), Trainer(cfg, agent)
     ra, rb = a.run(), b.run()
     assert ra.run_dir != rb.run_dir and ra.run_dir.is_dir() and rb.run_dir.is_dir()
+
+
+def test_config_json_records_the_backend_and_device_used(tmp_path):
+    result = rlpg.train("ppo", "CartPole-v1", logdir=str(tmp_path), run_name="auto", **SHORT)  # backend "auto"
+    saved = json.loads((result.run_dir / "config.json").read_text())["train"]
+    assert saved["backend"] == "torch" and saved["device"] == "cpu"
+    gym_run = rlpg.train("ppo", "Acrobot-v1", backend="gymnasium", logdir=str(tmp_path), run_name="g", **SHORT)
+    assert json.loads((gym_run.run_dir / "config.json").read_text())["train"]["backend"] == "gymnasium"
+
+
+def test_periodic_evaluations_start_from_other_states_each_time_reproducibly(tmp_path, monkeypatch):
+    from rlpg import trainer
+
+    seeds = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda env, policy, n, seed: seeds.append(seed) or real(env, policy, n,
+                                                                                                      seed=seed))
+    kw = dict(SHORT, eval_interval=256, seed=7)
+    rlpg.train("ppo", "CartPole-v1", backend="torch", logdir=str(tmp_path), run_name="a", **kw)
+    first, seeds[:] = list(seeds), []
+    rlpg.train("ppo", "CartPole-v1", backend="torch", logdir=str(tmp_path), run_name="b", **kw)
+    assert seeds == first  # reproducible
+    periodic, final = first[:-1], first[-1]
+    assert len(periodic) == 3 and len(set(periodic)) == 3  # 256, 512, 768: each from its own start states
+    assert final == 7 + 10_000  # the final policy is always scored on the run's fixed evaluation seed
+
+
+def test_discrete_spaces_that_do_not_start_at_zero(tmp_path):
+    # RlpgTestOffsetSpaces-v0: observations 10..14, actions -1..1; the env asserts every action it gets
+    result = rlpg.train("ppo", "RlpgTestOffsetSpaces-v0", logdir=str(tmp_path), run_name="o",
+                        **dict(SHORT, total_steps=2048))
+    policy = rlpg.load_policy(result.run_dir / "last.pt")
+    obs = np.arange(10, 15)
+    actions = policy.predict(obs)
+    assert set(actions.tolist()) <= {-1, 0, 1}
+    with torch.no_grad():  # the policy's own index, shifted by the space's start
+        index = result.policy.dist(torch.as_tensor(obs)).mode
+    assert actions.tolist() == (index - 1).tolist()
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from rlpg.export import export_onnx
+
+    out = export_onnx(result.run_dir / "last.pt", tmp_path / "o.onnx")
+    onnx_actions = ort.InferenceSession(str(out)).run(None, {"obs": obs.astype(np.float32)})[0]
+    assert onnx_actions.tolist() == actions.tolist()

@@ -72,3 +72,116 @@ def test_rollout_on_cuda_never_syncs_with_the_host(env_id):
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert rollout.obs.is_cuda and rollout.obs.shape[:2] == (64, 1024)
+
+
+def test_running_mean_std_never_absorbs_non_finite_rows():
+    clean = torch.tensor([[1.0, 2.0], [3.0, -1.0]], dtype=torch.float64)
+    dirty = torch.cat([clean[:1], torch.tensor([[float("nan"), 0.0], [1.0, float("inf")]]), clean[1:]])
+    a, b = RunningMeanStd((2,), torch.device("cpu")), RunningMeanStd((2,), torch.device("cpu"))
+    a.update(clean)
+    b.update(dirty)
+    for x, y in ((a.mean, b.mean), (a.var, b.var), (a.count, b.count)):
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    before = (b.mean.clone(), b.var.clone(), b.count.clone())
+    b.update(torch.full((3, 2), float("nan")))  # nothing finite: nothing changes
+    assert all(torch.equal(x, y) for x, y in zip(before, (b.mean, b.var, b.count), strict=True))
+
+
+def test_normalize_reward_forgets_the_discounted_return_on_reset():
+    # env a runs 60 steps, then resets; env b starts fresh with a's statistics: from the reset on they must agree
+    a = make("Pendulum-v1", 4, backend="torch", normalize_reward=True, gamma=0.9)
+    a.reset(seed=0)
+    for _ in range(60):
+        a.step(torch.ones(4, 1))
+    b = make("Pendulum-v1", 4, backend="torch", normalize_reward=True, gamma=0.9)
+    wa, wb = find_wrapper(a, NormalizeReward), find_wrapper(b, NormalizeReward)
+    wb.rms.load_state_dict(wa.rms.state_dict())
+    a.reset(seed=1)
+    b.reset(seed=1)
+    for _ in range(5):
+        ra = a.step(torch.ones(4, 1))[1]
+        rb = b.step(torch.ones(4, 1))[1]
+        torch.testing.assert_close(ra, rb)
+    torch.testing.assert_close(wa.rms.var, wb.rms.var)
+
+
+def test_check_finite_on_an_accelerator_reports_the_first_bad_step_once_per_rollout():
+    from rlpg.envs.wrappers import CheckFinite
+    from rlpg.errors import NonFiniteError
+
+    class Scripted:
+        num_envs, device = 3, torch.device("cpu")
+
+        def __init__(self):
+            self.t = 0
+
+        def reset(self, seed=None):
+            return torch.zeros(3, 2), {}
+
+        def step(self, actions):
+            self.t += 1
+            obs, reward = torch.zeros(3, 2), torch.zeros(3)
+            if self.t == 3:
+                reward[2] = float("nan")
+            if self.t == 4:
+                obs[0, 1] = float("inf")
+            return obs, reward, torch.zeros(3, dtype=torch.bool), torch.zeros(3, dtype=torch.bool), {"final_obs": obs}
+
+    env = CheckFinite(Scripted(), "Scripted-v0")
+    env._immediate = False  # what a CUDA env does: record on the device, no sync per step
+    env.reset()
+    for _ in range(5):
+        env.step(torch.zeros(3))  # no error yet
+    # the reward at step 3 comes first; the inf observation (and final observation) at step 4 are counted too
+    with pytest.raises(NonFiniteError, match=r"non-finite reward .* in sub-env 2 at step 3 .*\(3 such"):
+        env.check_finite()
+    env.check_finite()  # reported once
+    immediate = CheckFinite(Scripted(), "Scripted-v0")  # on the CPU: at the step itself
+    immediate.reset()
+    immediate.step(torch.zeros(3))
+    immediate.step(torch.zeros(3))
+    with pytest.raises(NonFiniteError, match="sub-env 2 at step 3"):
+        immediate.step(torch.zeros(3))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCarContinuous-v0"])
+def test_env_state_restores_a_wrapped_torch_env_exactly(env_id):
+    from rlpg.envs import env_state, load_env_state
+
+    def build():
+        return make(env_id, 6, backend="torch", seed=3, normalize_obs=True, normalize_reward=True)
+
+    env = build()
+    env.reset(seed=3)
+    space = env.single_action_space
+    g = torch.Generator().manual_seed(0)
+
+    def actions():
+        if hasattr(space, "n"):
+            return torch.randint(0, int(space.n), (6,), generator=g)
+        return torch.randn(6, *space.shape, generator=g)
+
+    for _ in range(150):  # some episodes end on the way
+        env.step(actions())
+    saved = env_state(env)
+    acts = [actions() for _ in range(300)]
+    expected = [env.step(a) for a in acts]
+    other = build()
+    load_env_state(other, saved)
+    for a, (obs, rew, term, trunc, info) in zip(acts, expected, strict=True):
+        o2, r2, t2, tr2, i2 = other.step(a)
+        assert torch.equal(obs, o2) and torch.equal(rew, r2) and torch.equal(term, t2) and torch.equal(trunc, tr2)
+        assert torch.equal(info["episode_return"], i2["episode_return"])
+
+
+def test_env_state_of_other_wrappers_or_sizes_is_a_clear_error():
+    from rlpg.envs import env_state, load_env_state
+    from rlpg.errors import CheckpointError
+
+    saved = env_state(make("CartPole-v1", 4, backend="torch", normalize_obs=True))
+    with pytest.raises(CheckpointError, match="wrappers"):
+        load_env_state(make("CartPole-v1", 4, backend="torch"), saved)
+    env = make("CartPole-v1", 8, backend="torch", normalize_obs=True)
+    env.reset(seed=0)
+    with pytest.raises(CheckpointError, match="another number of envs|another --num-envs"):
+        load_env_state(env, saved)
