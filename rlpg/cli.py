@@ -125,6 +125,7 @@ def _load_for_eval(path: Path, device: Any) -> tuple[Path, dict[str, Any]]:
             if not last.is_file():
                 raise
             print(f"rlpg: warning: {e}; evaluating last.pt instead", file=sys.stderr)
+            return last, checkpoint.load(last, map_location=device)
     return checkpoint.resolve(path), checkpoint.load(path, map_location=device)
 
 
