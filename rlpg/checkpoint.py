@@ -16,9 +16,9 @@ import os
 import pickle
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import gymnasium as gym
 import numpy as np
@@ -64,18 +64,24 @@ def save(path: str | Path, payload: dict[str, Any]) -> Path:
         raise NonFiniteError(f"refused to write {path}: {bad} is not finite (NaN or inf); the previous "
                              f"{path.name} is kept")
     path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, **payload}, f))
+    remove_orphans(path)
+    return path
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write(f)` into a temporary file beside `path`, fsync, then rename it over `path`: a reader (or a crash)
+    sees the old file or the new one, never half of one. The temporary file is removed if writing fails."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **payload}, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    remove_orphans(path)
-    return path
 
 
 def remove_orphans(path: str | Path) -> list[Path]:

@@ -7,11 +7,9 @@ those on each device and copies them to the host once, instead of one `.item()` 
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
@@ -19,6 +17,8 @@ from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
+
+from rlpg.checkpoint import atomic_write
 
 
 def to_host(metrics: Mapping[str, Tensor | float | int]) -> dict[str, float]:
@@ -59,18 +59,12 @@ def purge_events(logdir: str | Path, last_step: int) -> int:
                 kept.append(record)
         if not stale:
             continue
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                writer = RecordWriter(f)
-                for record in kept:
-                    writer.write(record)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        def write(f: BinaryIO, kept: list[bytes] = kept) -> None:
+            writer = RecordWriter(f)
+            for record in kept:
+                writer.write(record)
+
+        atomic_write(path, write)
         dropped += stale
     return dropped
 
