@@ -1,8 +1,8 @@
 """Proximal Policy Optimization with a clipped surrogate (Schulman et al. 2017).
 
 Details follow "The 37 Implementation Details of PPO" (Huang et al. 2022): per-minibatch advantage
-normalisation, clipped value loss, global gradient-norm clipping, linear learning-rate annealing and an
-optional early stop on the approximate KL.
+normalisation, global gradient-norm clipping, linear learning-rate annealing, an optional clipped value loss
+(off by default, see PPOConfig.clip_vloss) and an optional early stop on the approximate KL.
 """
 
 from __future__ import annotations
@@ -37,8 +37,10 @@ class PPOConfig(AgentConfig):
     """surrogate clipping coefficient epsilon"""
     anneal_clip: bool = False
     """decay clip_coef linearly to 0 over training (rl-zoo's lin_0.2)"""
-    clip_vloss: bool = True
-    """clip the value loss around the old values, as in the PPO paper's implementation"""
+    clip_vloss: bool = False
+    """clip the value loss around the old values with clip_coef (the PPO paper's implementation). Off by default:
+    the clip is in raw return units, so on returns of hundreds it freezes the critic (Engstrom et al. 2020 and
+    Andrychowicz et al. 2021 found it does not help or hurts)"""
     vf_coef: float = 0.5
     """value loss coefficient"""
     ent_coef: float = 0.0

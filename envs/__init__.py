@@ -40,6 +40,21 @@ def resolve_backend(env_id: str, backend: str = "auto") -> str:
     return "torch" if backend in ("torch", "auto") and env_id in TORCH_ENVS else "gymnasium"
 
 
+def action_space_of(env_id: str, backend: str = "auto") -> gymnasium.Space | None:
+    """The single action space of `env_id` without building a vector env (None when the env cannot be made: the
+    error comes from `make()` then)."""
+    try:
+        if resolve_backend(env_id, backend) == "torch":
+            return TORCH_ENVS[env_id].single_action_space
+        env = gymnasium.make(env_id)
+    except Exception:  # unknown id, missing extra, ...: make() reports it with its own message
+        return None
+    try:
+        return env.action_space
+    finally:
+        env.close()
+
+
 def make(
     env_id: str,
     num_envs: int,
@@ -97,6 +112,7 @@ def make(
 
 __all__ = [
     "make",
+    "action_space_of",
     "TORCH_ENVS",
     "resolve_backend",
     "GymVecEnv",

@@ -88,11 +88,11 @@ class MountainCarContinuous(TorchVecEnv):
         return _initial_state(self)
 
     def _transition(self, state: Tensor, actions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        action = actions[:, 0]
-        force = action.clamp(self.min_action, self.max_action)
-        position, velocity = _move(state, force * self.power)
+        action = actions[:, 0]  # already clipped to [min_action, max_action] at the env boundary (TorchVecEnv)
+        position, velocity = _move(state, action * self.power)
         terminated = (position >= self.goal_position) & (velocity >= self.goal_velocity)
-        # Gymnasium's quirk: the penalty uses the raw action (`math.pow(action[0], 2) * 0.1`), not the clipped force
+        # Gymnasium's env penalises the action it is given (`math.pow(action[0], 2) * 0.1`); rlpg gives every backend
+        # the clipped action, so the penalty is on the force actually applied
         reward = terminated.to(torch.float32) * 100.0 - (action**2 * 0.1).to(torch.float32)
         return torch.stack((position, velocity), dim=1), reward, terminated
 

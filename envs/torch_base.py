@@ -66,6 +66,10 @@ class TorchVecEnv:
         self.single_action_space = copy.deepcopy(self.single_action_space)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
+        if isinstance(self.single_action_space, gym.spaces.Box):
+            low, high = (torch.as_tensor(b, dtype=self.state_dtype, device=self.device)
+                         for b in (self.single_action_space.low, self.single_action_space.high))
+            self._action_low, self._action_high = low, high
         self.generator = torch.Generator(device=self.device)
         if seed is None:
             self.generator.seed()
@@ -196,8 +200,8 @@ class TorchVecEnv:
     def _check_actions(self, actions: Tensor) -> Tensor:
         """Validate shape, dtype and device (metadata only, no sync); return [N] int64 or [N, A] `state_dtype`.
 
-        Values are not range-checked: that would need a device-to-host sync. Continuous actions are clipped by each
-        task exactly where Gymnasium clips them.
+        Values are not range-checked: that would need a device-to-host sync. Continuous actions are clipped to the
+        action space here, at the env boundary, as the Gymnasium adapter clips them.
         """
         if not isinstance(actions, Tensor):
             raise TypeError(f"actions must be a torch.Tensor on {self.device}, got {type(actions).__name__}")
@@ -213,7 +217,9 @@ class TorchVecEnv:
         shape = (n, *self.single_action_space.shape)
         if actions.shape != shape:
             raise ValueError(f"continuous actions must have shape {shape}, got {tuple(actions.shape)}")
-        return actions.to(self.state_dtype)
+        # one rule for every backend: the Gaussian policy samples on R^A and the env receives the sample clipped to
+        # the action space (the Gymnasium adapter clips the same way), so rewards never depend on the backend
+        return actions.to(self.state_dtype).clamp(self._action_low, self._action_high)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec_id}, num_envs={self.num_envs}, device={self.device})"

@@ -37,6 +37,7 @@ def _train(argv: Sequence[str]) -> int:
     from rlpg.agents import ALGOS
     from rlpg.config import TrainConfig, add_arguments
     from rlpg.errors import unknown_name
+    from rlpg.presets import preset_name
     from rlpg.trainer import Trainer, resolve_configs, resume_configs
 
     pre = Parser(add_help=False)
@@ -90,8 +91,13 @@ def _train(argv: Sequence[str]) -> int:
         from rlpg.runtime import keep_heap_memory
 
         keep_heap_memory()
+    tuned = preset_name(cfg.algo, cfg.env_id, trainer.backend)
+    norm = [name for name, on in (("observation", cfg.normalize_obs), ("reward", cfg.normalize_reward)) if on]
+    settings = f"preset {tuned}" if tuned else "no preset: defaults"
+    if norm and not tuned:
+        settings += f", {' and '.join(norm)} normalisation on"
     # progress goes to stdout; stderr holds only errors, warnings and what stopped a run
-    print(f"rlpg: {what} ({trainer.backend} backend, {cfg.num_envs} envs, device {trainer.device}) -> "
+    print(f"rlpg: {what} ({trainer.backend} backend, {settings}, {cfg.num_envs} envs, device {trainer.device}) -> "
           f"{trainer.run_dir}", flush=True)
     result = trainer.run()
     if result.interrupted:
@@ -101,9 +107,12 @@ def _train(argv: Sequence[str]) -> int:
         print(f"rlpg: stopped by {name} at step {result.global_step:,}; {saved}", file=sys.stderr)
         return 128 + (result.signal or signal.SIGINT)
     skipped = f"; {result.skipped_updates} update(s) skipped (non-finite)" if result.skipped_updates else ""
+    best = (f"; best periodic evaluation {result.best_eval_return:.2f} (best.pt, what rlpg eval scores)"
+            if cfg.eval_interval and result.best_eval_return > result.eval_mean_return else "")
     print(
-        f"rlpg: done: {result.global_step} steps, deterministic eval return {result.eval_mean_return:.2f} "
-        f"+/- {result.eval_std_return:.2f} over {cfg.eval_episodes} episodes{skipped}; run dir {result.run_dir}"
+        f"rlpg: done: {result.global_step} steps; the final policy (last.pt) scores {result.eval_mean_return:.2f} "
+        f"+/- {result.eval_std_return:.2f} over {cfg.eval_episodes} deterministic episodes{best}{skipped}; "
+        f"run dir {result.run_dir}"
     )
     print(f"rlpg: watch it with: tensorboard --logdir {cfg.logdir}")
     return 0
@@ -179,10 +188,10 @@ def _eval(argv: Sequence[str]) -> int:
         print(json.dumps({"mean_return": mean, "std_return": std, "episodes": args.episodes, "checkpoint": str(path),
                           "env_id": payload["env_id"], "algo": payload["algo"]}))
     else:
-        print(
-            f"{payload['algo']} on {payload['env_id']} ({path}): mean return {mean:.2f} +/- {std:.2f} "
-            f"over {args.episodes} episodes"
-        )
+        which = {"best.pt": "the best periodic evaluation's policy", "last.pt": "the final policy"}.get(path.name)
+        what = f"{path} ({which}, step {payload['global_step']})" if which else str(path)
+        print(f"{payload['algo']} on {payload['env_id']}, {what}: mean return {mean:.2f} +/- {std:.2f} "
+              f"over {args.episodes} episodes")
     return 0
 
 

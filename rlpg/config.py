@@ -157,10 +157,11 @@ class TrainConfig:
     every large tensor in again; the process keeps its peak memory until it exits"""
     async_envs: bool = False
     """gymnasium backend: step environments in subprocesses (AsyncVectorEnv)"""
-    normalize_obs: bool = False
-    """normalise observations with running statistics (saved in checkpoints)"""
-    normalize_reward: bool = False
-    """scale rewards by the running std of the discounted return"""
+    normalize_obs: bool | None = None
+    """normalise observations with running statistics (saved in checkpoints); none: on for continuous-action (Box)
+    tasks without a preset, off otherwise"""
+    normalize_reward: bool | None = None
+    """scale rewards by the running std of the discounted return; none: as normalize_obs"""
     clip_obs: float = 10.0
     """clip normalised observations to [-clip_obs, clip_obs]"""
     clip_reward: float = 10.0

@@ -23,8 +23,40 @@ from rlpg.errors import ConfigError, UnsupportedSpaceError
 
 # A log-std that drifts far below zero makes the Gaussian a spike: log-probs of the taken actions blow
 # up, importance ratios explode and the policy cannot explore back (the "log-std collapse" seen in
-# many PPO/TRPO implementations on MuJoCo). Clamping keeps std in [exp(-5), exp(2)] ~ [0.0067, 7.4].
+# many PPO/TRPO implementations on MuJoCo). Clamping keeps std in [exp(-5), exp(2)] ~ [0.0067, 7.4], with a
+# gradient that still passes where it would bring the parameter back into range (see clamp_passing_inward):
+# a plain clamp has zero gradient outside the range, so once the raw parameter crossed a bound the guard
+# against collapse made the collapse permanent.
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class _ClampPassingInward(torch.autograd.Function):
+    """clamp(x, lo, hi) whose gradient is the identity's inside [lo, hi], and outside it wherever a descent step
+    (x -= lr * grad) moves x back towards the range; only gradients pushing x further out are dropped. The
+    backward is elementwise and differentiable in `grad`, so double backprop (Fisher-vector products) works."""
+
+    @staticmethod
+    def forward(x: Tensor, lo: float, hi: float) -> Tensor:
+        return x.clamp(lo, hi)
+
+    @staticmethod
+    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
+        x, ctx.lo, ctx.hi = inputs  # type: ignore[attr-defined]
+        ctx.save_for_backward(x)
+
+    @staticmethod
+    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None]:
+        (x,) = ctx.saved_tensors  # type: ignore[attr-defined]
+        lo, hi = ctx.lo, ctx.hi  # type: ignore[attr-defined]
+        keep = ((x >= lo) & (x <= hi)) | ((x < lo) & (grad < 0)) | ((x > hi) & (grad > 0))
+        return grad * keep, None, None
+
+
+def clamp_passing_inward(x: Tensor, lo: float, hi: float) -> Tensor:
+    """x clamped to [lo, hi] in the forward pass; see _ClampPassingInward for the gradient."""
+    if _tracing() or not (torch.is_grad_enabled() and x.requires_grad):
+        return x.clamp(lo, hi)
+    return _ClampPassingInward.apply(x, lo, hi)
 
 
 def _tracing() -> bool:
@@ -243,7 +275,7 @@ class Actor(nn.Module):
             return GumbelCategorical(logits=out, validate_args=False)
         if isinstance(self.action_space, gym.spaces.MultiDiscrete):
             return MultiCategorical(out, self.nvec)
-        log_std = self.log_std.clamp(LOG_STD_MIN, LOG_STD_MAX)  # see LOG_STD_MIN
+        log_std = clamp_passing_inward(self.log_std, LOG_STD_MIN, LOG_STD_MAX)  # see LOG_STD_MIN
         return Independent(Normal(out, log_std.exp().expand_as(out), validate_args=False), 1)
 
 

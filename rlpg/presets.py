@@ -69,3 +69,9 @@ def preset(algo: str, env_id: str, backend: str) -> dict[str, Any]:
     out.update(PRESETS.get((algo, env_id), {}))
     out.update(PRESETS.get((algo, env_id, backend), {}))
     return out
+
+
+def preset_name(algo: str, env_id: str, backend: str) -> str | None:
+    """The preset entries a run takes, e.g. "ppo/CartPole-v1 + ppo/CartPole-v1/torch"; None when there are none."""
+    names = ["/".join(key) for key in ((algo, env_id), (algo, env_id, backend)) if key in PRESETS]
+    return " + ".join(names) or None

@@ -15,10 +15,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import gymnasium
+
 from rlpg import checkpoint
 from rlpg.agents import ALGOS
 from rlpg.config import TrainConfig, build
-from rlpg.envs import resolve_backend
+from rlpg.envs import action_space_of, resolve_backend
 from rlpg.errors import CheckpointError, ConfigError, StopNow, unknown_name
 from rlpg.presets import preset
 
@@ -61,6 +63,12 @@ def resolve_configs(
     cfg = build(TrainConfig, base, tuned, overrides)
     agent_cfg = build(config_cls, tuned, overrides)
     agent_cfg.validate_batch(cfg.num_envs, cfg.num_steps)
+    if cfg.normalize_obs is None or cfg.normalize_reward is None:
+        # continuous control learns far better with both (Engstrom et al. 2020; on Hopper-v5 the critic's explained
+        # variance goes from ~0.25 to ~0.99): the default for Box-action tasks nothing is tuned for
+        auto = not tuned and isinstance(action_space_of(env_id, cfg.backend), gymnasium.spaces.Box)
+        cfg = replace(cfg, normalize_obs=auto if cfg.normalize_obs is None else cfg.normalize_obs,
+                      normalize_reward=auto if cfg.normalize_reward is None else cfg.normalize_reward)
     return cfg, agent_cfg
 
 

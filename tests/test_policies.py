@@ -232,3 +232,39 @@ def test_mlp_writes_tanh_into_the_linear_output_without_a_graph(monkeypatch):
     slow = nn.Sequential(*net)(x)  # the same layers as plain modules: out of place, with a graph
     assert calls == [False, False]
     torch.testing.assert_close(fast, slow.detach(), rtol=0, atol=1e-6)
+
+
+def test_log_std_outside_its_range_can_come_back():
+    # a plain clamp has zero gradient outside [LOG_STD_MIN, LOG_STD_MAX]: a parameter that crossed a bound was stuck
+    from rlpg.policies import LOG_STD_MAX, LOG_STD_MIN
+
+    box = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    policy = ActorCritic(gym.spaces.Box(-1.0, 1.0, (3,), np.float32), box)
+    obs = torch.randn(16, 3)
+    for raw, loss_sign, expect_grad in [
+        (LOG_STD_MIN - 2.0, -1.0, True),  # below the range; maximising entropy asks for a larger std: passes
+        (LOG_STD_MIN - 2.0, 1.0, False),  # below; a smaller std would push it further out: dropped
+        (LOG_STD_MAX + 1.0, 1.0, True),  # above; minimising entropy brings it back: passes
+        (LOG_STD_MAX + 1.0, -1.0, False),
+        (0.0, 1.0, True),  # inside: the ordinary gradient
+    ]:
+        with torch.no_grad():
+            policy.actor.log_std.fill_(raw)
+        policy.zero_grad()
+        dist = policy.dist(obs)
+        assert torch.allclose(dist.base_dist.scale.log(), torch.tensor(min(max(raw, LOG_STD_MIN), LOG_STD_MAX)))
+        (loss_sign * dist.entropy().mean()).backward()
+        grad = policy.actor.log_std.grad
+        if expect_grad:
+            torch.testing.assert_close(grad, torch.full((2,), loss_sign * 1.0))  # d entropy / d log_std = 1 per dim
+        else:
+            assert torch.equal(grad, torch.zeros(2))
+    # gradient descent on -entropy from below the range walks the parameter back into it
+    with torch.no_grad():
+        policy.actor.log_std.fill_(LOG_STD_MIN - 2.0)
+    opt = torch.optim.SGD([policy.actor.log_std], lr=0.5)
+    for _ in range(6):
+        opt.zero_grad()
+        (-policy.dist(obs).entropy().mean()).backward()
+        opt.step()
+    assert (policy.actor.log_std > LOG_STD_MIN).all()

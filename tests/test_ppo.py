@@ -30,7 +30,8 @@ def test_clipped_surrogate_and_value_loss_match_hand_computation():
     torch.manual_seed(0)
     policy = ActorCritic(OBS, gym.spaces.Discrete(3), (8,))
     batch = make_batch(policy)
-    cfg = PPOConfig(update_epochs=1, num_minibatches=1, clip_coef=0.2, anneal_lr=False, ent_coef=0.01)
+    cfg = PPOConfig(update_epochs=1, num_minibatches=1, clip_coef=0.2, anneal_lr=False, ent_coef=0.01,
+                    clip_vloss=True)
     with torch.no_grad():
         d = policy.dist(batch.obs)
         ratio = (d.log_prob(batch.actions) - batch.logp).exp()
@@ -45,6 +46,28 @@ def test_clipped_surrogate_and_value_loss_match_hand_computation():
     torch.testing.assert_close(m["train/value_loss"], expected_v)
     torch.testing.assert_close(m["train/clip_fraction"], expected_clipfrac)
     assert 0 < expected_clipfrac < 1  # the case exercises both branches
+
+
+@pytest.mark.parametrize("clip_vloss", [False, True])
+def test_value_clipping_is_off_by_default_and_would_hold_the_critic_back(clip_vloss):
+    # returns of hundreds, as on MuJoCo tasks: with the value loss clipped at clip_coef (0.2, in return units) the
+    # critic cannot move more than ~0.2 per update; the default leaves it free
+    assert PPOConfig().clip_vloss is False
+    torch.manual_seed(0)
+    policy = ActorCritic(OBS, gym.spaces.Discrete(3), (8,))
+    batch = make_batch(policy, size=64)
+    batch.returns = torch.full((64,), 300.0)
+    with torch.no_grad():
+        before = policy.value(batch.obs)
+    batch.values = before.clone()
+    PPO(policy, PPOConfig(num_minibatches=1, update_epochs=40, learning_rate=1e-4, anneal_lr=False, optimizer="sgd",
+                          momentum=0.0, clip_vloss=clip_vloss, max_grad_norm=None)).update(batch, 0.0)
+    with torch.no_grad():
+        moved = (policy.value(batch.obs) - before).mean().item()
+    if clip_vloss:
+        assert moved < 0.3  # 0.2 plus the last step's overshoot
+    else:
+        assert moved > 0.8
 
 
 def test_minibatches_of_one_stay_finite():

@@ -86,6 +86,10 @@ def test_spaces_and_time_limit_match_gymnasium(env_id: str) -> None:
     assert isinstance(env.device, torch.device) and env.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
 
 
+def clip_to(space: gym.Space, actions: np.ndarray) -> np.ndarray:
+    return np.clip(actions, space.low, space.high) if isinstance(space, gym.spaces.Box) else actions
+
+
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_steps_match_gymnasium(env_id: str) -> None:
     """64 envs x 100 steps from the same state and actions as Gymnasium's env: same obs, reward, done flags, state."""
@@ -103,7 +107,9 @@ def test_steps_match_gymnasium(env_id: str) -> None:
         env.elapsed = torch.tensor([ref._elapsed_steps for ref in refs])
         actions = random_actions(env.single_action_space, n, rng)
         obs, reward, terminated, truncated, info = env.step(torch.as_tensor(actions))
-        expected = [ref.step(a) for ref, a in zip(refs, actions, strict=True)]
+        # the env boundary clips Box actions for every backend, as rlpg's Gymnasium adapter does
+        clipped = clip_to(env.single_action_space, actions)
+        expected = [ref.step(a) for ref, a in zip(refs, clipped, strict=True)]
         exp_obs = np.stack([e[0] for e in expected])
         exp_term, exp_trunc = np.array([e[2] for e in expected]), np.array([e[3] for e in expected])
         np.testing.assert_allclose(info["final_obs"].numpy(), exp_obs, rtol=0, atol=1e-5)
@@ -480,3 +486,13 @@ def test_cuda_step_never_syncs(env_id: str) -> None:
     assert obs.is_cuda and obs.dtype == torch.float32 and reward.dtype == torch.float32
     assert terminated.dtype == torch.bool and info["final_obs"].shape == obs.shape
     assert torch.stack(truncs)[6].all()  # no task ends within 7 steps of a reset: all rows hit the time limit
+
+
+@pytest.mark.parametrize("backend", ["torch", "gymnasium"])
+def test_out_of_range_actions_are_clipped_at_the_env_boundary_on_every_backend(backend: str) -> None:
+    # MountainCarContinuous penalises 0.1 * action^2: with the action clipped to [-1, 1] first, +-3 costs 0.1, not 0.9
+    env = make("MountainCarContinuous-v0", 4, backend=backend)
+    env.reset(seed=0)
+    _, reward, terminated, _, _ = env.step(torch.tensor([[3.0], [-3.0], [0.5], [-1.0]]))
+    assert not terminated.any()
+    torch.testing.assert_close(reward, torch.tensor([-0.1, -0.1, -0.025, -0.1]))

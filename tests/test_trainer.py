@@ -205,3 +205,33 @@ def test_discrete_spaces_that_do_not_start_at_zero(tmp_path):
     out = export_onnx(result.run_dir / "last.pt", tmp_path / "o.onnx")
     onnx_actions = ort.InferenceSession(str(out)).run(None, {"obs": obs.astype(np.float32)})[0]
     assert onnx_actions.tolist() == actions.tolist()
+
+
+def test_continuous_tasks_without_a_preset_normalise_observations_and_rewards_by_default():
+    from rlpg.trainer import resolve_configs
+
+    cfg, _ = resolve_configs("ppo", "MountainCarContinuous-v0", {})  # Box actions, nothing tuned
+    assert cfg.normalize_obs is True and cfg.normalize_reward is True
+    cfg, _ = resolve_configs("trpo", "InvertedPendulum-v5", {})  # a Gymnasium (MuJoCo) task
+    assert cfg.normalize_obs is True and cfg.normalize_reward is True
+    cfg, _ = resolve_configs("ppo", "MountainCarContinuous-v0", {"normalize_reward": False})  # the user decides
+    assert cfg.normalize_obs is True and cfg.normalize_reward is False
+    cfg, _ = resolve_configs("ppo", "Acrobot-v1", {})  # discrete actions
+    assert cfg.normalize_obs is False and cfg.normalize_reward is False
+    cfg, _ = resolve_configs("ppo", "Pendulum-v1", {})  # a preset tuned without normalisation keeps it off
+    assert cfg.normalize_obs is False and cfg.normalize_reward is False
+    cfg, _ = resolve_configs("trpo", "CartPole-v1", {})  # a preset that turns it on
+    assert cfg.normalize_reward is True
+
+
+def test_the_start_line_says_which_preset_and_backend_apply(capsys, tmp_path):
+    from rlpg.cli import main
+
+    flags = ["--total-steps", "256", "--num-eval-envs", "1", "--eval-episodes", "1", "--progress", "false",
+             "--logdir", str(tmp_path)]
+    assert main(["train", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "(torch backend, preset ppo/CartPole-v1 + ppo/CartPole-v1/torch, 64 envs" in out
+    assert main(["train", "--env", "MountainCarContinuous-v0", "--num-envs", "2", "--num-steps", "128", *flags]) == 0
+    out = capsys.readouterr().out
+    assert "(torch backend, no preset: defaults, observation and reward normalisation on, 2 envs" in out
