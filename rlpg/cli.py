@@ -209,7 +209,43 @@ def _export(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "export": _export}
+def _bench(argv: Sequence[str]) -> int:
+    from rlpg.bench import Bench, Runner
+
+    parser = Parser(prog="rlpg bench", description="Algorithms x environments x seeds at a step budget; resumable. "
+                    "Flags after -- go to every `rlpg train` run.")
+    parser.add_argument("--algos", nargs="+", default=["ppo"], help="algorithms (default: ppo)")
+    parser.add_argument("--envs", nargs="+", required=True, help="Gymnasium environment ids")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="seeds (default: 1 2 3)")
+    parser.add_argument("--total-steps", type=int, required=True, help="environment steps per run")
+    parser.add_argument("--out", required=True, help="directory of the runs, results.csv, results.md, curves.png")
+    parser.add_argument("--eval-episodes", type=int, default=20, help="episodes of each score (default: 20)")
+    parser.add_argument("--eval-points", type=int, default=20, help="periodic evaluations per run (default: 20)")
+    argv = list(argv)
+    extra = argv[argv.index("--") + 1:] if "--" in argv else []
+    args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
+    bench = Bench(args.algos, args.envs, args.seeds, args.total_steps, Path(args.out), args.eval_episodes,
+                  args.eval_points, extra)
+    runner = Runner(bench)
+    recorded = runner.run()
+    print(f"rlpg bench: {recorded} run(s) recorded; results in {runner.results} and {bench.out / 'results.md'}")
+    return 128 + runner.stopped if runner.stopped else 0
+
+
+def _plot(argv: Sequence[str]) -> int:
+    from rlpg.plot import plot
+
+    parser = Parser(prog="rlpg plot", description="Learning curves of runs (mean and min-max over seeds, grouped "
+                    "by environment and algorithm) from their event files.")
+    parser.add_argument("paths", nargs="+", help="run directories or directories holding them (a --logdir)")
+    parser.add_argument("--output", "-o", default="curves.png", help="the PNG to write (default: curves.png)")
+    parser.add_argument("--title", default=None, help="a title over the panels")
+    args = parser.parse_args(argv)
+    print(f"rlpg: wrote {plot(args.paths, args.output, args.title)}")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "export": _export, "bench": _bench, "plot": _plot}
 
 
 def _stop_during_start_up(signum: int, frame: object) -> None:
@@ -222,8 +258,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["train", *argv]  # `rlpg` alone, or `rlpg --flags`, trains
     if argv[0] in ("-h", "--help"):
         print(
-            "usage: rlpg {train,eval,export} ...\n\n  train   train an agent (default: PPO on CartPole-v1)\n"
-            "  eval    evaluate a run directory or checkpoint\n  export  export a policy to ONNX\n\n"
+            "usage: rlpg {train,eval,export,bench,plot} ...\n\n  train   train an agent (default: PPO on CartPole-v1)\n"
+            "  eval    evaluate a run directory or checkpoint\n  export  export a policy to ONNX\n"
+            "  bench   algorithms x environments x seeds, resumable, with a results table and curves\n"
+            "  plot    learning curves of runs to a PNG\n\n"
             "rlpg COMMAND --help for the options of each."
         )
         return 0

@@ -1,0 +1,207 @@
+"""`rlpg bench`: algorithms x environments x seeds at a step budget, resumable, with a results table and curves.
+
+    rlpg bench --algos ppo trpo --envs Hopper-v5 Walker2d-v5 --seeds 1 2 3 --total-steps 1000000 --out bench/mujoco
+
+Every run is an ordinary `rlpg train` subprocess with its own run directory under OUT/runs, so a crash stops one
+run, not the benchmark. The benchmark is meant to span many hours and survive interruptions: a run already in
+results.csv is skipped, a run directory left unfinished (a signal, a crash, a reboot) is continued with `--resume`,
+and the CSV is rewritten atomically after every run. Each finished run is scored by a deterministic evaluation of
+its final policy (last.pt) and of its best periodic evaluation's policy (best.pt) over `--eval-episodes` episodes on
+the same evaluation seed; results.md gives mean and spread over seeds of both, curves.png the learning curves.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlpg.checkpoint import atomic_write
+from rlpg.errors import ConfigError, RLPGError
+
+COLUMNS = ("library", "algo", "env_id", "seed", "steps", "final_return", "best_return", "train_minutes", "run_dir")
+EVAL_SEED = 12345
+"""seed of the evaluation environments every benchmark score is measured on"""
+
+
+@dataclass
+class Bench:
+    """What to run: every (algo, env, seed), `total_steps` each, results in `out`."""
+
+    algos: list[str]
+    envs: list[str]
+    seeds: list[int]
+    total_steps: int
+    out: Path
+    eval_episodes: int = 20
+    eval_points: int = 20
+    """periodic evaluations per run (their returns draw the curves and choose best.pt)"""
+    train_args: list[str] = field(default_factory=list)
+    """further `rlpg train` flags for every run"""
+
+    def __post_init__(self) -> None:
+        if not self.algos or not self.envs or not self.seeds:
+            raise ConfigError("rlpg bench needs at least one --algos, one --envs and one --seeds value")
+        if self.total_steps <= 0 or self.eval_episodes <= 0 or self.eval_points <= 0:
+            raise ConfigError("--total-steps, --eval-episodes and --eval-points must be > 0")
+        if any(not 0 <= s < 2**32 for s in self.seeds):
+            raise ConfigError("--seeds must lie in [0, 2**32 - 1]")
+
+    def runs(self) -> list[tuple[str, str, int]]:
+        return [(a, e, s) for e in self.envs for a in self.algos for s in self.seeds]
+
+
+def run_name(algo: str, env_id: str, seed: int) -> str:
+    return f"{env_id.replace('/', '_').replace(':', '_')}__{algo}__{seed}"
+
+
+def read_results(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_results(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def score(checkpoint_path: Path, episodes: int) -> float:
+    """Mean deterministic return of a checkpoint's policy over `episodes` episodes on EVAL_SEED."""
+    import torch
+
+    from rlpg import checkpoint
+    from rlpg.envs import load_normalizer_state, make, set_training
+    from rlpg.rollout import evaluate
+
+    torch.set_num_threads(1)
+    payload = checkpoint.load(checkpoint_path)
+    cfg = payload["config"]["train"]
+    env = make(payload["env_id"], min(10, episodes), backend=cfg["backend"], normalize_obs=cfg["normalize_obs"],
+               clip_obs=cfg["clip_obs"])
+    try:
+        load_normalizer_state(env, payload.get("normalizer", {}))
+        set_training(env, False)
+        returns = evaluate(env, checkpoint.build_policy(payload), episodes, seed=EVAL_SEED)
+    finally:
+        env.close()
+    return float(returns.mean())
+
+
+def summary_table(rows: list[dict[str, str]]) -> str:
+    """Markdown: per (library, env, algo) the mean +- std over seeds of the final and the best policy's returns."""
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for r in rows:
+        groups.setdefault((r["env_id"], r["algo"], r["library"]), []).append(r)
+    lines = ["| environment | algorithm | library | steps | seeds | final policy (last.pt) | best evaluation (best.pt) "
+             "| training minutes per run |", "|---|---|---|---|---|---|---|---|"]
+
+    def stat(values: list[float]) -> str:
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        return f"{mean:.1f} +- {std:.1f} ({' / '.join(f'{v:.0f}' for v in values)})"
+
+    for (env_id, algo, library), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: int(r["seed"]))
+        minutes = sum(float(r["train_minutes"]) for r in rs) / len(rs)
+        lines.append(f"| {env_id} | {algo} | {library} | {rs[0]['steps']} | {', '.join(str(r['seed']) for r in rs)} | "
+                     f"{stat([float(r['final_return']) for r in rs])} | "
+                     f"{stat([float(r['best_return']) for r in rs])} | {minutes:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+class Runner:
+    """Runs the benchmark's missing runs one after another (each an `rlpg train` subprocess) and records them."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.out = bench.out
+        self.results = self.out / "results.csv"
+        self.child: subprocess.Popen | None = None
+        self.stopped: int | None = None
+
+    def command(self, algo: str, env_id: str, seed: int) -> list[str]:
+        b = self.bench
+        run_dir = self.out / "runs" / run_name(algo, env_id, seed)
+        base = [sys.executable, "-m", "rlpg.cli", "train"]
+        if (run_dir / "last.pt").is_file():
+            return [*base, "--resume", str(run_dir), "--progress", "false"]
+        interval = max(1, b.total_steps // b.eval_points)
+        return [*base, "--algo", algo, "--env", env_id, "--seed", str(seed), "--total-steps", str(b.total_steps),
+                "--logdir", str(self.out / "runs"), "--run-name", run_name(algo, env_id, seed),
+                "--eval-interval", str(interval), "--eval-episodes", str(b.eval_episodes), "--progress", "false",
+                *(["--overwrite"] if run_dir.exists() else []), *b.train_args]
+
+    def _forward(self, signum: int, frame: object) -> None:
+        self.stopped = signum
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signum)  # the run saves last.pt; the next `rlpg bench` resumes it
+
+    def run(self) -> int:
+        """Run what is missing; returns the number of runs recorded now. A stop signal ends the benchmark after
+        the current run has saved its checkpoint."""
+        (self.out / "runs").mkdir(parents=True, exist_ok=True)
+        rows = read_results(self.results)
+        done = {(r["library"], r["algo"], r["env_id"], r["seed"]) for r in rows}
+        todo = [r for r in self.bench.runs() if ("rlpg", r[0], r[1], str(r[2])) not in done]
+        previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
+        recorded = 0
+        try:
+            for i, (algo, env_id, seed) in enumerate(todo, 1):
+                name = run_name(algo, env_id, seed)
+                print(f"rlpg bench: [{i}/{len(todo)}] {name}", flush=True)
+                start = time.perf_counter()
+                with (self.out / "runs" / f"{name}.log").open("a") as log:
+                    # its own session: a Ctrl-C reaches the run once, through _forward, so it saves before stopping
+                    self.child = subprocess.Popen(self.command(algo, env_id, seed), stdout=log,
+                                                  stderr=subprocess.STDOUT, start_new_session=True)
+                    code = self.child.wait()
+                if self.stopped is not None:
+                    print(f"rlpg bench: stopped; {name} saved its last.pt and continues on the next rlpg bench",
+                          flush=True)
+                    return recorded
+                if code != 0:
+                    raise RLPGError(f"run {name} failed with exit code {code}; see {self.out / 'runs' / name}.log")
+                run_dir = self.out / "runs" / name
+                rows.append({k: str(v) for k, v in self.record(algo, env_id, seed, run_dir,
+                                                                time.perf_counter() - start).items()})
+                write_results(self.results, rows)
+                (self.out / "results.md").write_text(summary_table(rows))
+                recorded += 1
+            self.draw()
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        return recorded
+
+    def record(self, algo: str, env_id: str, seed: int, run_dir: Path, wall: float) -> dict[str, Any]:
+        from rlpg import checkpoint
+
+        last = checkpoint.load(run_dir / "last.pt")
+        best = run_dir / "best.pt" if (run_dir / "best.pt").is_file() else run_dir / "last.pt"
+        episodes = self.bench.eval_episodes
+        return {"library": "rlpg", "algo": algo, "env_id": env_id, "seed": seed, "steps": last["global_step"],
+                "final_return": f"{score(run_dir / 'last.pt', episodes):.2f}",
+                "best_return": f"{score(best, episodes):.2f}", "train_minutes": f"{wall / 60:.2f}",
+                "run_dir": str(run_dir)}
+
+    def draw(self) -> Path | None:
+        """curves.png of every run so far (needs matplotlib; said and skipped without it)."""
+        from rlpg.plot import plot
+
+        try:
+            return plot([self.out / "runs"], self.out / "curves.png", title=f"rlpg bench: {self.out.name}")
+        except RLPGError as e:
+            print(f"rlpg bench: no curves: {e}", file=sys.stderr)
+            return None

@@ -1,0 +1,105 @@
+"""rlpg bench: runs every (algo, env, seed) once, scores final and best policies, survives being stopped, and draws
+curves; rlpg plot draws the same curves from any run directories."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlpg import checkpoint
+from rlpg.bench import Bench, Runner, score, summary_table
+from rlpg.cli import main
+from rlpg.errors import ConfigError
+
+SMALL = ["--num-envs", "8", "--num-steps", "64"]
+
+
+def rows(out):
+    with (out / "results.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_benchmark_records_every_run_once_with_final_and_best_scores(tmp_path, capsys):
+    out = tmp_path / "b"
+    argv = ["bench", "--algos", "ppo", "npg", "--envs", "CartPole-v1", "--seeds", "1", "--total-steps", "2048",
+            "--eval-points", "4", "--eval-episodes", "5", "--out", str(out), "--", *SMALL]
+    assert main(argv) == 0
+    recorded = rows(out)
+    assert [(r["algo"], r["seed"], r["steps"]) for r in recorded] == [("ppo", "1", "2048"), ("npg", "1", "2048")]
+    for r in recorded:  # the scores are the deterministic returns of last.pt and best.pt on the benchmark's seed
+        assert float(r["final_return"]) == pytest.approx(score(out / "runs" / f"CartPole-v1__{r['algo']}__1" /
+                                                               "last.pt", 5))
+        assert 8 <= float(r["best_return"]) <= 500
+    table = (out / "results.md").read_text()
+    assert "| CartPole-v1 | npg | rlpg | 2048 | 1 |" in table and "| CartPole-v1 | ppo | rlpg | 2048 | 1 |" in table
+    assert (out / "curves.png").stat().st_size > 10_000
+    # periodic evaluations every 2048 / 4 steps drew the curve
+    saved = checkpoint.load(out / "runs" / "CartPole-v1__ppo__1" / "last.pt")
+    assert saved["config"]["train"]["eval_interval"] == 512
+    capsys.readouterr()
+    assert main(argv) == 0  # everything is recorded: nothing runs again
+    assert "0 run(s) recorded" in capsys.readouterr().out and len(rows(out)) == 2
+
+
+def test_a_stopped_benchmark_resumes_its_unfinished_run(tmp_path):
+    out = tmp_path / "b"
+    cmd = [sys.executable, "-m", "rlpg.cli", "bench", "--envs", "CartPole-v1", "--seeds", "1", "--total-steps",
+           "3000000", "--out", str(out), "--", "--checkpoint-interval", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    last = out / "runs" / "CartPole-v1__ppo__1" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not last.exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    assert "continues on the next rlpg bench" in stdout and "Traceback" not in stderr
+    saved = checkpoint.load(last)["global_step"]
+    assert 0 < saved < 3_000_000
+    assert not (out / "results.csv").exists()
+    # the next benchmark continues that run (shortened here through Bench's own API) and records it
+    bench = Bench(["ppo"], ["CartPole-v1"], [1], 3_000_000, out)
+    runner = Runner(bench)
+    assert runner.command("ppo", "CartPole-v1", 1)[-4:] == ["--resume", str(last.parent), "--progress", "false"]
+    bench.total_steps = saved + 4096
+    runner.command = lambda *a: [sys.executable, "-m", "rlpg.cli", "train", "--resume", str(last.parent),
+                                 "--total-steps", str(saved + 4096), "--progress", "false"]
+    assert runner.run() == 1
+    assert rows(out)[0]["steps"] == str(saved + 4096)
+    assert "resuming ppo on CartPole-v1" in (out / "runs" / "CartPole-v1__ppo__1.log").read_text()
+
+
+def test_summary_table_gives_mean_and_spread_over_seeds():
+    recorded = [{"library": "rlpg", "algo": "ppo", "env_id": "Hopper-v5", "seed": str(s), "steps": "1000",
+                 "final_return": str(f), "best_return": str(b), "train_minutes": "2.0", "run_dir": "x"}
+                for s, f, b in ((2, 300.0, 500.0), (1, 100.0, 400.0))]
+    table = summary_table(recorded)
+    assert ("| Hopper-v5 | ppo | rlpg | 1000 | 1, 2 | 200.0 +- 100.0 (100 / 300) | 450.0 +- 50.0 (400 / 500) | 2.0 |"
+            in table)
+
+
+def test_bad_benchmark_settings_are_refused():
+    with pytest.raises(ConfigError, match="at least one"):
+        Bench([], ["CartPole-v1"], [1], 100, None)
+    with pytest.raises(ConfigError, match="must be > 0"):
+        Bench(["ppo"], ["CartPole-v1"], [1], 0, None)
+
+
+def test_rlpg_plot_draws_runs_and_refuses_bad_paths(tmp_path, capsys):
+    import rlpg
+
+    for seed in (1, 2):
+        rlpg.train("ppo", "CartPole-v1", total_steps=1024, num_envs=4, num_steps=64, eval_interval=256,
+                   eval_episodes=2, num_eval_envs=2, progress=False, logdir=str(tmp_path / "runs"), seed=seed)
+    assert main(["plot", str(tmp_path / "runs"), "-o", str(tmp_path / "c.png"), "--title", "t"]) == 0
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    assert main(["plot", str(tmp_path / "nothing")]) == 2
+    assert main(["plot", str(tmp_path / "runs"), "-o", str(tmp_path / "c.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "must end in .png" in err
