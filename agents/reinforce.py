@@ -77,7 +77,8 @@ class REINFORCE:
     def __init__(self, policy: ActorCritic, config: REINFORCEConfig) -> None:
         self.policy, self.config = policy, config
         named = policy.actor_parameters() + (policy.critic_parameters() if config.baseline else [])
-        self.params = named
+        seen: set[int] = set()  # a shared image encoder belongs to both networks: one entry per parameter
+        self.params = named = [(n, p) for n, p in named if not (id(p) in seen or seen.add(id(p)))]
         self.optimizer = make_optimizer(config.optimizer, (p for _, p in named), config.learning_rate, config.momentum)
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:

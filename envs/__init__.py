@@ -40,17 +40,18 @@ def resolve_backend(env_id: str, backend: str = "auto") -> str:
     return "torch" if backend in ("torch", "auto") and env_id in TORCH_ENVS else "gymnasium"
 
 
-def action_space_of(env_id: str, backend: str = "auto") -> gymnasium.Space | None:
-    """The single action space of `env_id` without building a vector env (None when the env cannot be made: the
-    error comes from `make()` then)."""
+def spaces_of(env_id: str, backend: str = "auto") -> tuple[gymnasium.Space, gymnasium.Space] | None:
+    """The single observation and action spaces of `env_id` without building a vector env (None when the env
+    cannot be made: the error comes from `make()` then)."""
     try:
         if resolve_backend(env_id, backend) == "torch":
-            return TORCH_ENVS[env_id].single_action_space
+            cls = TORCH_ENVS[env_id]
+            return cls.single_observation_space, cls.single_action_space
         env = gymnasium.make(env_id)
     except Exception:  # unknown id, missing extra, ...: make() reports it with its own message
         return None
     try:
-        return env.action_space
+        return env.observation_space, env.action_space
     finally:
         env.close()
 
@@ -112,7 +113,7 @@ def make(
 
 __all__ = [
     "make",
-    "action_space_of",
+    "spaces_of",
     "TORCH_ENVS",
     "resolve_backend",
     "GymVecEnv",

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from rlpg.encoders import image_shape
+
 
 class GymVecEnv:
     """`gymnasium.make_vec(env_id, num_envs, "sync" | "async")` with tensors in and out on `device`."""
@@ -53,7 +55,9 @@ class GymVecEnv:
             self._action_start = np.asarray(space.start)
 
     def _obs(self, obs: np.ndarray) -> Tensor:
-        return torch.as_tensor(np.asarray(obs), dtype=torch.float32).to(self.device, non_blocking=True)
+        # images stay uint8 / bool (a quarter of the memory; the policy's encoder scales them), the rest float32
+        dtype = None if image_shape(self.single_observation_space) else torch.float32
+        return torch.as_tensor(np.asarray(obs), dtype=dtype).to(self.device, non_blocking=True)
 
     def reset(self, seed: int | None = None) -> tuple[Tensor, dict[str, Any]]:
         obs, _ = self.env.reset(seed=seed)

@@ -271,6 +271,7 @@ def build_policy(payload: dict[str, Any], device: str | torch.device = "cpu") ->
             tuple(cfg["hidden_sizes"]),
             cfg["activation"],
             cfg["log_std_init"],
+            bool(cfg.get("shared_encoder", False)),
         ).to(device)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise CheckpointError(f"the checkpoint's description of its policy is incomplete or damaged ({type(e).__name__}"

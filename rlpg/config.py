@@ -172,6 +172,9 @@ class TrainConfig:
     """hidden activation: tanh, relu, elu or gelu"""
     log_std_init: float = 0.0
     """initial log standard deviation of Gaussian policies"""
+    shared_encoder: bool | None = None
+    """image observations: one convolutional encoder for actor and critic (none: shared for ppo and reinforce,
+    separate for npg and trpo)"""
     freeze: tuple[str, ...] = ()
     """parameter names (or prefixes such as actor.net.0) to freeze, for fine-tuning"""
     init_from: str = ""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -42,10 +43,13 @@ class DeterministicPolicy(nn.Module):
         self.clip = float(trained.clip_obs)
 
     def forward(self, obs: Tensor) -> Tensor:
-        x = obs.reshape(obs.shape[0], -1).float()
-        if self.normalize:
-            x = ((x - self.mean) * self.inv_std).clamp(-self.clip, self.clip)
-        action = self.policy(x)
+        if self.policy.image:  # pixels go to the encoder as they are (uint8 / bool in, scaled inside the graph)
+            action = self.policy(obs)
+        else:
+            x = obs.reshape(obs.shape[0], -1).float()
+            if self.normalize:
+                x = ((x - self.mean) * self.inv_std).clamp(-self.clip, self.clip)
+            action = self.policy(x)
         if self.clip_actions:
             action = action.clamp(self.action_low, self.action_high)
         if self.offset_actions:  # Discrete(n, start): the env's actions are start .. start + n - 1
@@ -75,6 +79,8 @@ def export_onnx(path: str | Path, output: str | Path | None = None, clip_actions
     module = DeterministicPolicy(trained, clip_actions).eval()
     space = trained.policy.obs_space  # an example in the space (a Discrete(n, start) observation starts at start)
     example = torch.full((2, *space.shape), float(getattr(space, "start", 0)))
+    if trained.policy.image:  # the exported graph takes the env's own pixels
+        example = torch.zeros((2, *space.shape), dtype=torch.uint8 if space.dtype == np.uint8 else torch.bool)
     tmp = out.with_name(f".{out.name}.tmp")
     try:
         import onnx  # noqa: F401

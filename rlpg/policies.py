@@ -3,7 +3,8 @@
 The actor and the critic are separate networks (`.actor`, `.critic`) so that trust-region methods can
 take the actor's parameters alone, and so that freezing one does not touch the other.
 
-Supported spaces: observations `Box` (any shape, flattened) and `Discrete` (one-hot); actions
+Supported spaces: observations `Box` (any shape, flattened; uint8 / bool images through a convolutional
+encoder, see rlpg.encoders) and `Discrete` (one-hot); actions
 `Discrete` (Categorical), `Box` of rank 1 (diagonal Gaussian with a state-independent log-std) and
 `MultiDiscrete` (independent Categoricals).
 """
@@ -19,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal, constraints, kl
 
+from rlpg.encoders import ImageEncoder, image_shape, to_float
 from rlpg.errors import ConfigError, UnsupportedSpaceError
 
 # A log-std that drifts far below zero makes the Gaussian a spike: log-probs of the taken actions blow
@@ -236,6 +238,7 @@ def _ortho(layer: nn.Linear, gain: float) -> nn.Linear:
 
 
 def obs_dim(space: gym.Space) -> int:
+    """Input size of the MLP for an observation space (flattened Box, one-hot Discrete)."""
     if isinstance(space, gym.spaces.Box):
         return int(np.prod(space.shape))
     if isinstance(space, gym.spaces.Discrete):
@@ -243,8 +246,16 @@ def obs_dim(space: gym.Space) -> int:
     raise UnsupportedSpaceError(f"unsupported observation space {space}; rlpg supports {SUPPORTED}")
 
 
+def head(encoder: ImageEncoder | None, in_dim: int, hidden: Sequence[int], out_dim: int, activation: str,
+         out_gain: float) -> nn.Module:
+    """An MLP on flat inputs, or a linear layer on an image encoder's features (the encoder may be shared)."""
+    if encoder is None:
+        return mlp(in_dim, hidden, out_dim, activation, out_gain)
+    return nn.Sequential(encoder, mlp(encoder.out_dim, (), out_dim, activation, out_gain))
+
+
 class Actor(nn.Module):
-    """obs [B, D] -> action distribution with batch shape [B]."""
+    """obs [B, D] (or images [B, C, H, W] with an encoder) -> action distribution with batch shape [B]."""
 
     def __init__(
         self,
@@ -253,18 +264,19 @@ class Actor(nn.Module):
         hidden: Sequence[int],
         activation: str,
         log_std_init: float = 0.0,
+        encoder: ImageEncoder | None = None,
     ) -> None:
         super().__init__()
         d = obs_dim(obs_space)
         self.action_space = action_space
         if isinstance(action_space, gym.spaces.Discrete):
-            self.net = mlp(d, hidden, int(action_space.n), activation, 0.01)
+            self.net = head(encoder, d, hidden, int(action_space.n), activation, 0.01)
         elif isinstance(action_space, gym.spaces.MultiDiscrete) and action_space.nvec.ndim == 1:
             self.nvec = [int(n) for n in action_space.nvec]
-            self.net = mlp(d, hidden, sum(self.nvec), activation, 0.01)
+            self.net = head(encoder, d, hidden, sum(self.nvec), activation, 0.01)
         elif isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1:
             a = action_space.shape[0]
-            self.net = mlp(d, hidden, a, activation, 0.01)
+            self.net = head(encoder, d, hidden, a, activation, 0.01)
             self.log_std = nn.Parameter(torch.full((a,), float(log_std_init)))
         else:
             raise UnsupportedSpaceError(f"unsupported action space {action_space}; rlpg supports {SUPPORTED}")
@@ -280,7 +292,9 @@ class Actor(nn.Module):
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs. Observations are flattened (Box) or one-hot encoded (Discrete)."""
+    """An actor and a critic. Observations are flattened (Box) or one-hot encoded (Discrete) into separate MLPs;
+    image observations (rlpg.encoders.image_shape) go through a convolutional encoder with a linear head each, one
+    encoder per network, or one shared by both with `shared_encoder` (the convention of PPO on Atari)."""
 
     def __init__(
         self,
@@ -289,17 +303,27 @@ class ActorCritic(nn.Module):
         hidden_sizes: Sequence[int] = (64, 64),
         activation: str = "tanh",
         log_std_init: float = 0.0,
+        shared_encoder: bool = False,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
             raise ConfigError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
         self.obs_space, self.action_space = obs_space, action_space
-        self.actor = Actor(obs_space, action_space, hidden_sizes, activation, log_std_init)
-        self.critic = mlp(obs_dim(obs_space), hidden_sizes, 1, activation, 1.0)
+        self.image = image_shape(obs_space)
+        if shared_encoder and self.image is None:
+            raise ConfigError(f"--shared-encoder applies to image observations; {obs_space} is not one")
+        actor_encoder = ImageEncoder(self.image) if self.image else None
+        critic_encoder = actor_encoder if shared_encoder else ImageEncoder(self.image) if self.image else None
+        self.shared_encoder = shared_encoder
+        self.actor = Actor(obs_space, action_space, hidden_sizes, activation, log_std_init, actor_encoder)
+        self.critic = head(critic_encoder, obs_dim(obs_space), hidden_sizes, 1, activation, 1.0)
 
     def preprocess(self, obs: Tensor) -> Tensor:
-        """[B, *obs_shape] -> [B, D] in the parameters' dtype (float32 unless the policy was cast)."""
-        dtype = self.critic[0].weight.dtype
+        """[B, *obs_shape] -> [B, D] (images: [B, C, H, W] in [0, 1]) in the parameters' dtype (float32 unless the
+        policy was cast)."""
+        dtype = self.actor.net[-1][-1].weight.dtype if self.image else self.critic[0].weight.dtype
+        if self.image:
+            return to_float(obs, self.obs_space, dtype)
         if isinstance(self.obs_space, gym.spaces.Discrete):
             index = obs.long().reshape(-1) - int(self.obs_space.start)  # Discrete(n, start) holds start .. start+n-1
             return nn.functional.one_hot(index, int(self.obs_space.n)).to(dtype)

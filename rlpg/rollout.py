@@ -12,6 +12,7 @@ import gymnasium as gym
 import torch
 from torch import Tensor
 
+from rlpg.encoders import image_shape
 from rlpg.errors import RLPGError
 from rlpg.policies import ActorCritic
 from rlpg.types import Rollout, VecEnv
@@ -22,7 +23,8 @@ def rollout_bytes(obs_space: gym.Space, action_space: gym.Space, num_envs: int, 
     next obs (and the critic's copy of them), actions, six float and two bool columns, the hidden activations."""
     d = int(math.prod(obs_space.shape)) if isinstance(obs_space, gym.spaces.Box) else int(getattr(obs_space, "n", 1))
     a = int(math.prod(action_space.shape or (1,)))
-    per_sample = 4 * 4 * d + 8 * a + 6 * 4 + 2 + 3 * 4 * hidden
+    itemsize = 1 if image_shape(obs_space) else 4  # images are stored as they come (uint8 / bool)
+    per_sample = 4 * itemsize * d + 8 * a + 6 * 4 + 2 + 3 * 4 * hidden
     return num_envs * num_steps * per_sample
 
 

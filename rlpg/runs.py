@@ -20,7 +20,8 @@ import gymnasium
 from rlpg import checkpoint
 from rlpg.agents import ALGOS
 from rlpg.config import TrainConfig, build
-from rlpg.envs import action_space_of, resolve_backend
+from rlpg.encoders import image_shape
+from rlpg.envs import resolve_backend, spaces_of
 from rlpg.errors import CheckpointError, ConfigError, StopNow, unknown_name
 from rlpg.presets import preset
 
@@ -28,6 +29,8 @@ RESUMABLE = ("total_steps", "progress", "log_interval", "histogram_interval", "e
              "num_eval_envs", "checkpoint_interval", "checkpoint_seconds", "torch_threads", "keep_heap",
              "max_skipped_updates")
 """settings a resumed run may change: how long it runs and what it logs, never what it learns from"""
+SHARED_ENCODER_ALGOS = ("ppo", "reinforce")
+"""algorithms whose image policies share one encoder by default (one loss trains actor and critic together)"""
 
 
 def check_spaces(payload: dict[str, Any], env: Any, what: str) -> None:
@@ -63,12 +66,20 @@ def resolve_configs(
     cfg = build(TrainConfig, base, tuned, overrides)
     agent_cfg = build(config_cls, tuned, overrides)
     agent_cfg.validate_batch(cfg.num_envs, cfg.num_steps)
-    if cfg.normalize_obs is None or cfg.normalize_reward is None:
+    if cfg.normalize_obs is None or cfg.normalize_reward is None or cfg.shared_encoder is None:
+        spaces = spaces_of(env_id, cfg.backend)
+        image = spaces is not None and image_shape(spaces[0]) is not None
         # continuous control learns far better with both (Engstrom et al. 2020; on Hopper-v5 the critic's explained
-        # variance goes from ~0.25 to ~0.99): the default for Box-action tasks nothing is tuned for
-        auto = not tuned and isinstance(action_space_of(env_id, cfg.backend), gymnasium.spaces.Box)
-        cfg = replace(cfg, normalize_obs=auto if cfg.normalize_obs is None else cfg.normalize_obs,
-                      normalize_reward=auto if cfg.normalize_reward is None else cfg.normalize_reward)
+        # variance goes from ~0.25 to ~0.99): the default for Box-action tasks nothing is tuned for (pixels are
+        # scaled by the encoder instead)
+        auto = not tuned and spaces is not None and isinstance(spaces[1], gymnasium.spaces.Box)
+        cfg = replace(cfg, normalize_obs=(auto and not image) if cfg.normalize_obs is None else cfg.normalize_obs,
+                      normalize_reward=auto if cfg.normalize_reward is None else cfg.normalize_reward,
+                      shared_encoder=(image and algo in SHARED_ENCODER_ALGOS) if cfg.shared_encoder is None
+                      else cfg.shared_encoder)
+    if cfg.shared_encoder and algo not in SHARED_ENCODER_ALGOS:
+        raise ConfigError(f"--shared-encoder true does not suit {algo}: its actor step (a trust region on the actor's "
+                          "parameters) would also move the critic's encoder; use --shared-encoder false")
     return cfg, agent_cfg
 
 

@@ -178,8 +178,8 @@ class Trainer:
             weights = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))  # actor and critic
             check_memory(f"--hidden-sizes {' '.join(map(str, cfg.hidden_sizes))}", 16 * weights, self.device,
                          "use smaller hidden layers")  # weights, gradients and two optimizer moments, float32
-            self.policy = ActorCritic(obs_space, act_space, cfg.hidden_sizes, cfg.activation,
-                                      cfg.log_std_init).to(self.device)
+            self.policy = ActorCritic(obs_space, act_space, cfg.hidden_sizes, cfg.activation, cfg.log_std_init,
+                                      bool(cfg.shared_encoder)).to(self.device)
             if cfg.init_from and self.resume_from is None:
                 pre = checkpoint.load(cfg.init_from, map_location=self.device)
                 check_spaces(pre, self.env, f"--init-from {cfg.init_from}")

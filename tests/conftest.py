@@ -139,3 +139,30 @@ def out_of_bounds_checkpoint(tmp_path):
         "normalizer": {},
     }
     return checkpoint.save(tmp_path / "run" / "last.pt", payload)
+
+
+class ImageEnv(gym.Env):
+    """Pixels: a bright column at a random x in a 2 x 12 x 12 uint8 frame; reward 1 for the action (0 left, 1 right)
+    that points at the column's half. 16 steps an episode."""
+
+    observation_space = gym.spaces.Box(0, 255, (2, 12, 12), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+    def _frame(self):
+        frame = np.zeros((2, 12, 12), np.uint8)
+        frame[:, :, self.x] = 255
+        return frame
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = int(self.np_random.integers(12))
+        return self._frame(), {}
+
+    def step(self, action):
+        reward = float(int(action) == int(self.x >= 6))
+        self.x = int(self.np_random.integers(12))
+        return self._frame(), reward, False, False, {}
+
+
+if "RlpgTestImage-v0" not in gym.envs.registry:
+    gym.register("RlpgTestImage-v0", entry_point=ImageEnv, max_episode_steps=16)

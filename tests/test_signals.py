@@ -36,6 +36,18 @@ def wait_for_updates(run: Path, proc, min_bytes=20_000, timeout=120):
     raise AssertionError(f"no training progress in {timeout} s: {proc.stderr.read() if proc.poll() else ''}")
 
 
+def wait_for_handler(pid: int, sig: int, timeout: float = 60) -> None:
+    """Until process `pid` catches `sig` (Linux: the SigCgt mask in /proc/PID/status)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        if caught >> (sig - 1) & 1:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"process {pid} never installed a handler for signal {sig}")
+
+
 def resume_briefly(capsys, run: Path) -> int:
     """`rlpg train --resume RUN` for 2 more updates; returns the step it ended at."""
     saved = checkpoint.load(run / "last.pt")
@@ -84,8 +96,8 @@ def test_a_second_ctrl_c_stops_at_once_without_a_traceback(tmp_path):
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_during_start_up_exits_quietly(tmp_path, sig, code):
     proc = start(tmp_path, "early")
-    time.sleep(0.5)  # importing torch takes longer than this
-    proc.send_signal(sig)
+    wait_for_handler(proc.pid, signal.SIGTERM)  # rlpg's main() has started (it takes SIGTERM over first thing)
+    proc.send_signal(sig)  # while torch and the envs are still being imported and built
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
     assert "Traceback" not in err and "nothing was saved" in err
