@@ -5,7 +5,11 @@ Needs the `onnx` extra (`pip install 'rlpg[onnx]'`): torch's exporter uses onnx 
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +74,22 @@ def check_output(out: Path) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence what torch's ONNX exporter says about itself rather than about the model: a warning per
+    torchvision operator when torchvision is not installed (rlpg uses none of them) and a FutureWarning from
+    torch's own pytree code. Errors still surface as exceptions."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)", category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
+
+
 def export_onnx(path: str | Path, output: str | Path | None = None, clip_actions: bool = True) -> Path:
     """Write the deterministic policy of a run directory or checkpoint to an .onnx file (atomically).
     `clip_actions=False` exports the raw Gaussian mean instead of the action clipped to the Box bounds."""
@@ -88,17 +108,18 @@ def export_onnx(path: str | Path, output: str | Path | None = None, clip_actions
     except ImportError:
         raise RLPGError("ONNX export needs the onnx extra: pip install 'rlpg[onnx]'") from None
     try:
-        torch.onnx.export(
-            module,
-            (example,),
-            str(tmp),
-            input_names=["obs"],
-            output_names=["action"],
-            dynamic_shapes={"obs": {0: torch.export.Dim("batch", min=1)}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
+        with _quiet_exporter():
+            torch.onnx.export(
+                module,
+                (example,),
+                str(tmp),
+                input_names=["obs"],
+                output_names=["action"],
+                dynamic_shapes={"obs": {0: torch.export.Dim("batch", min=1)}},
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
         tmp.replace(out)
     finally:
         tmp.unlink(missing_ok=True)
