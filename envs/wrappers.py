@@ -167,21 +167,33 @@ class RunningMeanStd:
 
 
 class RecordEpisodeStatistics(VecEnvWrapper):
-    """Adds `info["episode_return"]`, `info["episode_length"]` [N] (valid where done) from the raw rewards;
-    sits below reward normalisation so the returns are the environment's own."""
+    """Adds `info["episode_done"]` [N] bool and `info["episode_return"]`, `info["episode_length"]` [N] (valid where
+    episode_done) from the raw rewards; sits below reward normalisation so the returns are the environment's own.
+
+    An episode here is what the environment scores: usually terminated | truncated, but an env whose learner sees
+    shorter episodes than its game (Atari's per-life episodes and clipped rewards, envs/atari.py) reports the whole
+    games itself (`env.episode_stats`, see GymVecEnv), and those are passed on unchanged.
+    """
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        self.from_env = bool(getattr(env, "episode_stats", False))
 
     def reset(self, seed: int | None = None) -> tuple[Tensor, dict[str, Any]]:
         obs, info = self.env.reset(seed=seed)
-        self._ret = torch.zeros(self.num_envs, device=obs.device)
-        self._len = torch.zeros(self.num_envs, dtype=torch.long, device=obs.device)
+        if not self.from_env:
+            self._ret = torch.zeros(self.num_envs, device=obs.device)
+            self._len = torch.zeros(self.num_envs, dtype=torch.long, device=obs.device)
         return obs, info
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
         obs, reward, terminated, truncated, info = self.env.step(actions)
+        if self.from_env:
+            return obs, reward, terminated, truncated, info
         self._ret = self._ret + reward
         self._len = self._len + 1
-        info["episode_return"], info["episode_length"] = self._ret, self._len
         done = terminated | truncated
+        info["episode_return"], info["episode_length"], info["episode_done"] = self._ret, self._len, done
         self._ret = torch.where(done, 0.0, self._ret)
         self._len = torch.where(done, 0, self._len)
         return obs, reward, terminated, truncated, info

@@ -89,7 +89,7 @@ def score(checkpoint_path: Path, episodes: int) -> float:
     payload = checkpoint.load(checkpoint_path)
     cfg = payload["config"]["train"]
     env = make(payload["env_id"], min(10, episodes), backend=cfg["backend"], normalize_obs=cfg["normalize_obs"],
-               clip_obs=cfg["clip_obs"])
+               clip_obs=cfg["clip_obs"], env_packages=tuple(cfg.get("env_packages", ())))
     try:
         load_normalizer_state(env, payload.get("normalizer", {}))
         set_training(env, False)

@@ -16,6 +16,7 @@ import math
 import textwrap
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -136,7 +137,11 @@ class TrainConfig:
     algo: str = "ppo"
     """algorithm: ppo, trpo, npg or reinforce"""
     env_id: str = "CartPole-v1"
-    """Gymnasium environment id"""
+    """Gymnasium environment id, or module:EnvId (module is imported first, registering EnvId)"""
+    env_packages: tuple[str, ...] = dataclasses.field(default=(), metadata={"repeatable": "--env-package"})
+    """modules to import before the environment is made, for packages that register their envs on import
+    (--env-package a --env-package b, or --env-packages a b; recorded in config.json, so eval and --resume import
+    them again)"""
     backend: str = "auto"
     """environment backend: torch (batched on the device), gymnasium, or auto (torch when rlpg has the env)"""
     num_envs: int = 8
@@ -304,9 +309,28 @@ def _bool(s: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {s!r}")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = ()) -> None:
+def flag_value(value: Any) -> str:
+    """A setting as its flag takes it: true / false, none, a list space-separated."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, tuple | list):
+        return " ".join(map(flag_value, value)) if value else "empty"
+    return str(value)
+
+
+def default_of(f: dataclasses.Field) -> Any:
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: tuple[str, ...] = (),
+                  shown: Mapping[str, str] | None = None) -> None:
     """One `--field-name` flag per dataclass field. Unset flags stay out of the namespace (SUPPRESS), so presets
-    can tell which flags the user set, and `--max-grad-norm none` can still set a field to None."""
+    can tell which flags the user set, and `--max-grad-norm none` can still set a field to None.
+
+    `shown`: per field, the text in parentheses at the end of its help, saying which value a run takes and where it
+    comes from (e.g. "preset ppo/CartPole-v1/torch: 64", see rlpg.describe); "default: <value>" otherwise."""
     hints = typing.get_type_hints(cls)
     docs = field_docs(cls)
     group = parser.add_argument_group(title)
@@ -314,10 +338,13 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, title: str, skip: 
         if f.name in skip:
             continue
         kw, meta = _parser_for(hints[f.name], f.default)
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        flag = "--" + f.name.replace("_", "-")
-        help_text = f"{docs.get(f.name, '')} (default: {default})".replace("%", "%%")
-        group.add_argument(flag, dest=f.name, default=argparse.SUPPRESS, metavar=meta, help=help_text, **kw)
+        flags = ["--" + f.name.replace("_", "-")]
+        if f.metadata.get("repeatable"):  # a list that each use of the flag (or its singular alias) adds to
+            kw["action"] = "extend"
+            flags.append(f.metadata["repeatable"])
+        note = (shown or {}).get(f.name) or f"default: {flag_value(default_of(f))}"
+        help_text = f"{docs.get(f.name, '')} ({note})".replace("%", "%%")
+        group.add_argument(*flags, dest=f.name, default=argparse.SUPPRESS, metavar=meta, help=help_text, **kw)
 
 
 def pick(cls: type, values: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Tuned settings per (algo, env_id[, backend]), applied under the user's flags.
 
-Lookup order (later wins): dataclass defaults < (algo, env_id) < (algo, env_id, backend) < user flags.
+Lookup order (later wins): dataclass defaults < (algo, family) < (algo, env_id) < (algo, env_id, backend) < user
+flags. A family ("ALE/*") holds every id with its prefix (FAMILIES), for suites tuned as a whole, as Atari is.
 The backend entry exists because torch-native envs are cheap enough to run many more of them.
 """
 
@@ -13,7 +14,52 @@ from typing import Any
 _TRUST_REGION_PENDULUM: dict[str, Any] = dict(num_envs=8, num_steps=256, gamma=0.9, gae_lambda=0.95, max_kl=0.02,
                                               cg_damping=0.01, vf_epochs=10, vf_minibatches=8, total_steps=500_000)
 
+FAMILIES: dict[str, str] = {"ALE/": "ALE/*", "MinAtar/": "MinAtar/*"}
+"""id prefix -> the family name its presets are filed under"""
+
 PRESETS: dict[tuple[str, ...], dict[str, Any]] = {
+    # CleanRL's ppo_atari.py (the settings of Schulman et al. 2017's Atari runs at 8 envs): 8 envs x 128 steps, 4
+    # minibatches x 4 epochs, learning rate 2.5e-4 annealed to 0, clip 0.1 with value clipping (harmless here: the
+    # rewards are clipped to +-1), entropy 0.01, 10M agent steps (40M frames). Whole games are long to evaluate:
+    # every 500k steps
+    ("ppo", "ALE/*"): dict(
+        num_envs=8,
+        num_steps=128,
+        num_minibatches=4,
+        update_epochs=4,
+        learning_rate=2.5e-4,
+        anneal_lr=True,
+        gamma=0.99,
+        gae_lambda=0.95,
+        clip_coef=0.1,
+        clip_vloss=True,
+        ent_coef=0.01,
+        vf_coef=0.5,
+        max_grad_norm=0.5,
+        total_steps=10_000_000,
+        eval_interval=500_000,
+        eval_episodes=10,
+    ),
+    # MinAtar (10 x 10 x C frames, MinAtar's own network in rlpg.encoders): gymnax-blines' PPO for Breakout-MinAtar
+    # (agents/Breakout-MinAtar/ppo.yaml: 64 envs x 128 steps, 8 minibatches x 4 epochs, lr 5e-4, clip 0.2, entropy
+    # 0.01, value 0.5, max grad norm 0.5, lambda 0.95) with PureJaxRL's gamma 0.99 and linear annealing
+    # (examples/brax_minatar.ipynb). The episodes get a time limit from rlpg.envs.ids (MINATAR_MAX_EPISODE_STEPS)
+    ("ppo", "MinAtar/*"): dict(
+        num_envs=64,
+        num_steps=128,
+        num_minibatches=8,
+        update_epochs=4,
+        learning_rate=5e-4,
+        anneal_lr=True,
+        gamma=0.99,
+        gae_lambda=0.95,
+        clip_coef=0.2,
+        ent_coef=0.01,
+        vf_coef=0.5,
+        max_grad_norm=0.5,
+        total_steps=10_000_000,
+        eval_interval=250_000,
+    ),
     # rl-zoo's tuned PPO for CartPole-v1 (lin_0.001 learning rate, lin_0.2 clip, batch 256, 20 epochs)
     ("ppo", "CartPole-v1"): dict(
         num_envs=8,
@@ -63,15 +109,27 @@ PRESETS: dict[tuple[str, ...], dict[str, Any]] = {
 }
 
 
+def family(env_id: str) -> str | None:
+    """The family of `env_id` ("ALE/*" for ALE/Pong-v5), None when it belongs to none."""
+    return next((name for prefix, name in FAMILIES.items() if env_id.startswith(prefix)), None)
+
+
+def _keys(algo: str, env_id: str, backend: str) -> list[tuple[str, ...]]:
+    """The preset keys a run looks up, in the order they apply (later wins)."""
+    fam = family(env_id)
+    return [*([(algo, fam)] if fam else []), (algo, env_id), (algo, env_id, backend)]
+
+
 def preset(algo: str, env_id: str, backend: str) -> dict[str, Any]:
     """The merged preset for a run (empty when nothing is tuned for it)."""
     out: dict[str, Any] = {}
-    out.update(PRESETS.get((algo, env_id), {}))
-    out.update(PRESETS.get((algo, env_id, backend), {}))
+    for key in _keys(algo, env_id, backend):
+        out.update(PRESETS.get(key, {}))
     return out
 
 
 def preset_name(algo: str, env_id: str, backend: str) -> str | None:
-    """The preset entries a run takes, e.g. "ppo/CartPole-v1 + ppo/CartPole-v1/torch"; None when there are none."""
-    names = ["/".join(key) for key in ((algo, env_id), (algo, env_id, backend)) if key in PRESETS]
+    """The preset entries a run takes, e.g. "ppo/CartPole-v1 + ppo/CartPole-v1/torch" or "ppo/ALE/*"; None when
+    there are none."""
+    names = ["/".join(key) for key in _keys(algo, env_id, backend) if key in PRESETS]
     return " + ".join(names) or None

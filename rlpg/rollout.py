@@ -75,7 +75,8 @@ class Collector:
                 )
             b_next_obs[t] = info["final_obs"]
             if "episode_return" in info:
-                done = (terminated | truncated).float()
+                # episode_done: the episodes the env scores (whole Atari games, not the learner's per-life ones)
+                done = info.get("episode_done", terminated | truncated).float()
                 ret_sum += (info["episode_return"] * done).sum()
                 len_sum += (info["episode_length"] * done).sum()
                 count += done.sum()
@@ -163,7 +164,7 @@ def evaluate(
         d = policy.dist(obs.to(device))
         action = d.mode if deterministic else d.sample()
         obs, _, terminated, truncated, info = env.step(action)
-        take = (terminated | truncated).to(device) & (counts < targets)
+        take = info.get("episode_done", terminated | truncated).to(device) & (counts < targets)
         col = counts.clamp(max=per_env - 1)
         buf[rows, col] = torch.where(take, info["episode_return"].to(device).float(), buf[rows, col])
         counts += take.long()

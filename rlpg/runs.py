@@ -6,6 +6,7 @@ run directory), otherwise it is an error. SIGTERM, SIGINT and SIGUSR1 stop a run
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import sys
@@ -19,7 +20,7 @@ import gymnasium
 
 from rlpg import checkpoint
 from rlpg.agents import ALGOS
-from rlpg.config import TrainConfig, build
+from rlpg.config import MAX_RUN_NAME, TrainConfig, build
 from rlpg.encoders import image_shape
 from rlpg.envs import resolve_backend, spaces_of
 from rlpg.errors import CheckpointError, ConfigError, StopNow, unknown_name
@@ -67,7 +68,7 @@ def resolve_configs(
     agent_cfg = build(config_cls, tuned, overrides)
     agent_cfg.validate_batch(cfg.num_envs, cfg.num_steps)
     if cfg.normalize_obs is None or cfg.normalize_reward is None or cfg.shared_encoder is None:
-        spaces = spaces_of(env_id, cfg.backend)
+        spaces = spaces_of(env_id, cfg.backend, cfg.env_packages)
         image = spaces is not None and image_shape(spaces[0]) is not None
         # continuous control learns far better with both (Engstrom et al. 2020; on Hopper-v5 the critic's explained
         # variance goes from ~0.25 to ~0.99): the default for Box-action tasks nothing is tuned for (pixels are
@@ -170,6 +171,13 @@ class StopSignals:
 
 
 # -------------------------------------------------------------------------------------------------- run directory
+def default_run_name(env_id: str, algo: str, seed: int, stamp: int) -> str:
+    """<env>__<algo>__<seed>__<time>, one directory name: the separators of ids such as ALE/Pong-v5 or
+    my_pkg.envs:Maze-v0 become '-' (ALE-Pong-v5, my_pkg.envs-Maze-v0)."""
+    env = re.sub(r"[/\\:\s]+", "-", env_id).strip("-.") or "env"
+    return f"{env[:MAX_RUN_NAME - 60]}__{algo}__{seed}__{stamp}"
+
+
 def looks_like_run(path: Path) -> bool:
     """An rlpg run directory (or an empty one), which --overwrite may delete."""
     names = {p.name for p in path.iterdir()}

@@ -40,7 +40,15 @@ from rlpg.errors import CheckpointError, ConfigError, NonFiniteError, StopNow
 from rlpg.logger import Logger, purge_events, to_host
 from rlpg.policies import ActorCritic, freeze
 from rlpg.rollout import Collector, evaluate, rollout_bytes
-from rlpg.runs import StopSignals, check_spaces, create_run_dir, prepare_run_dir, resolve_configs, resume_configs
+from rlpg.runs import (
+    StopSignals,
+    check_spaces,
+    create_run_dir,
+    default_run_name,
+    prepare_run_dir,
+    resolve_configs,
+    resume_configs,
+)
 from rlpg.types import Agent, Batch, Rollout
 
 __all__ = ["train", "Trainer", "TrainResult", "flatten", "resolve_configs", "resume_configs", "resolve_device"]
@@ -125,8 +133,7 @@ class Trainer:
         cfg = replace(cfg, backend=self.backend, device=str(self.device))
         self.cfg, self.agent_cfg, self.resume_from = cfg, agent_cfg, resume_from
         self.explicit_name, self.overwrite = bool(cfg.run_name), overwrite
-        name = cfg.run_name or f"{cfg.env_id.replace('/', '_').replace(':', '_')}__{cfg.algo}__{cfg.seed}__" \
-                               f"{int(time.time())}"
+        name = cfg.run_name or default_run_name(cfg.env_id, cfg.algo, cfg.seed, int(time.time()))
         if resume_from is None:
             self.run_dir = prepare_run_dir(Path(cfg.logdir), name, self.explicit_name, overwrite)
         else:
@@ -160,9 +167,12 @@ class Trainer:
             async_envs=cfg.async_envs,
             normalize_obs=cfg.normalize_obs,
             clip_obs=cfg.clip_obs,
+            env_packages=cfg.env_packages,
         )
+        # the learner's env takes a game's training conventions (Atari: per-life episodes, clipped rewards); the
+        # evaluation env plays the game as it is scored (see rlpg.envs.make)
         self.env = make(cfg.env_id, cfg.num_envs, seed=cfg.seed, normalize_reward=cfg.normalize_reward, gamma=gamma,
-                        clip_reward=cfg.clip_reward, **common)
+                        clip_reward=cfg.clip_reward, training=True, **common)
         try:
             self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
         except BaseException:

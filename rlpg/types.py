@@ -22,8 +22,9 @@ class VecEnv(Protocol):
     the returned obs is the first of the new episode. `info["final_obs"]` [N, D] is required on every step:
     the last observation of the old episode on done rows and the returned obs elsewhere (the Collector
     raises without it, since a truncated episode must bootstrap from its own last observation). Episode
-    statistics (see envs.wrappers) appear as `info["episode_return"]`, `info["episode_length"]` [N], valid
-    where done.
+    statistics (see envs.wrappers.RecordEpisodeStatistics) appear as `info["episode_return"]`,
+    `info["episode_length"]` [N], valid where `info["episode_done"]` [N] (terminated | truncated when absent; an
+    Atari game, not the learner's per-life episode).
     """
 
     num_envs: int

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 
-class DictObsEnv(gym.Env):
-    """An env with a Dict observation space, which rlpg's MLP policies do not support."""
+class UnsupportedObsEnv(gym.Env):
+    """An env with a MultiBinary observation space, which rlpg's policies do not take (Dict and Tuple spaces are
+    flattened by rlpg.envs, see tests/test_env_ids.py)."""
 
-    observation_space = gym.spaces.Dict({"a": gym.spaces.Box(-1, 1, (2,))})
+    observation_space = gym.spaces.MultiBinary(4)
     action_space = gym.spaces.Discrete(2)
 
     def reset(self, *, seed=None, options=None):
@@ -83,7 +84,7 @@ class NoTimeLimitEnv(NaNRewardEnv):
 
 
 for _id, _cls, _limit in (
-    ("RlpgTestDictObs-v0", DictObsEnv, 50),
+    ("RlpgTestUnsupportedObs-v0", UnsupportedObsEnv, 50),
     ("RlpgTestNaNReward-v0", NaNRewardEnv, 50),
     ("RlpgTestHugeReward-v0", HugeRewardEnv, 50),
     ("RlpgTestNaNObs-v0", NaNObsEnv, 50),

@@ -103,9 +103,9 @@ CASES = [
     ([T, "--env", "CartPol-v1"], "unknown environment id 'CartPol-v1'"),
     ([T, "--env", "rlpg/CartPole-v1"], "here use --env CartPole-v1"),
     ([T, "--env", ""], "--env must name an environment"),
-    ([T, "--env", "RlpgTestDictObs-v0"], "rlpg supports observations: Box, Discrete"),
+    ([T, "--env", "RlpgTestUnsupportedObs-v0"], "rlpg supports observations: Box, Discrete"),
     ([T, "--backend", "torch", "--env", "LunarLander-v3"], "torch-native environment"),
-    ([T, "--env", "ALE/Pong-v5"], "unknown environment id 'ALE/Pong-v5'"),
+    ([T, "--env", "ALE/Pongg-v5"], "ALE/Pongg-v5"),  # unknown id, or without ale-py: the install hint
     ([T, "--env", "FrozenLake-v1", "--normalize-obs", "true"], "--normalize-obs needs a Box observation space"),
     ([T, "--env", "RlpgTestNaNReward-v0"], "returned a non-finite reward (NaN or inf) in sub-env 0 at step 1"),
     ([T, "--env", "RlpgTestNaNObs-v0"], "returned a non-finite observation (NaN or inf) in sub-env 0 at step 3"),
