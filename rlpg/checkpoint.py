@@ -287,7 +287,11 @@ def build_policy(payload: dict[str, Any], device: str | torch.device = "cpu") ->
 
 def load_policy(path: str | Path, device: str | torch.device = "cpu") -> TrainedPolicy:
     """The policy saved in a checkpoint or run directory (best.pt, else last.pt), ready to act."""
-    payload = load(path, map_location=device)
+    return policy_from_payload(load(path, map_location=device), device)
+
+
+def policy_from_payload(payload: dict[str, Any], device: str | torch.device = "cpu") -> TrainedPolicy:
+    """`load_policy` for a checkpoint already loaded."""
     info = {k: payload.get(k) for k in ("algo", "env_id", "global_step", "eval_mean_return")}
     obs_rms = payload.get("normalizer", {}).get("obs_rms")
     policy = build_policy(payload, device)

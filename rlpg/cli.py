@@ -1,4 +1,5 @@
-"""The `rlpg` command: train, eval and export. `rlpg` alone trains the default (PPO on CartPole-v1).
+"""The `rlpg` command: train, eval, export, bench, plot and presets. `rlpg` alone trains the default (PPO on
+CartPole-v1).
 
 Exit codes: 0 done; 2 bad input (unknown algorithm or env, unsupported space, bad hyperparameter or flag, an
 existing run directory, missing or damaged checkpoint, non-finite data), reported as one line `rlpg: error: ...`;
@@ -43,25 +44,41 @@ def _train(argv: Sequence[str]) -> int:
     pre = Parser(add_help=False)
     pre.add_argument("--algo", default=None)
     pre.add_argument("--resume", default=None)
+    pre.add_argument("--env", "--env-id", dest="env_id", default=None)
+    pre.add_argument("--backend", default=None)
+    pre.add_argument("--env-packages", nargs="*", default=None)
     known, _ = pre.parse_known_args(argv)
     algo = known.algo
     if algo is not None and algo not in ALGOS:
         raise unknown_name("algorithm", algo, ALGOS)
+    saved: dict[str, Any] | None = None
     if known.resume is not None:  # the resumed run's algorithm decides which flags exist
         from rlpg import checkpoint
 
         last = Path(known.resume) / "last.pt"
         if not last.is_file():
             raise ConfigError(f"--resume {known.resume}: no last.pt there; pass the run directory of an rlpg run")
-        algo = algo or checkpoint.load(last)["algo"]
+        saved = checkpoint.load(last)
+        algo = algo or saved["algo"]
     algo = algo or "ppo"
     if algo not in ALGOS:
         raise unknown_name("algorithm", algo, ALGOS)
     _, agent_cls = ALGOS[algo]
+    about, notes = f"Train {algo}. Unset flags take the tuned preset for the (algo, env) pair, then the defaults.", {}
+    if "-h" in argv or "--help" in argv:  # the values each flag will take, worked out only when they are shown
+        from rlpg.describe import help_notes, resume_notes
+        from rlpg.runs import RESUMABLE
+
+        if saved is not None:
+            about, notes = resume_notes(known.resume, saved, RESUMABLE)
+        else:
+            given = {"algo": known.algo, "env_id": known.env_id, "backend": known.backend,
+                     "env_packages": None if known.env_packages is None else tuple(known.env_packages)}
+            about, notes = help_notes(algo, agent_cls, {k: v for k, v in given.items() if v is not None})
     parser = Parser(
         prog="rlpg train",
-        description=f"Train {algo} on a Gymnasium environment. "
-        "Unset flags take the tuned preset for the (algo, env) pair, then the defaults.",
+        usage="%(prog)s [--algo ALGO] [--env ENV_ID] [--resume RUN_DIR] [--FLAG VALUE ...]",
+        description=about,
     )
     parser.add_argument("--env", dest="env_id", default=argparse.SUPPRESS, metavar="ENV_ID", help="alias of --env-id")
     parser.add_argument(
@@ -72,8 +89,8 @@ def _train(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
                         help="replace the run directory --run-name if it exists (otherwise that is an error)")
-    add_arguments(parser, TrainConfig, "training")
-    add_arguments(parser, agent_cls, f"{algo} hyperparameters")
+    add_arguments(parser, TrainConfig, "training", shown=notes)
+    add_arguments(parser, agent_cls, f"{algo} hyperparameters", shown=notes)
     args = vars(parser.parse_args(argv))
     resume = args.pop("resume", None)
     overwrite = args.pop("overwrite", False)
@@ -139,13 +156,6 @@ def _load_for_eval(path: Path, device: Any) -> tuple[Path, dict[str, Any]]:
 
 
 def _eval(argv: Sequence[str]) -> int:
-    import torch
-
-    from rlpg import checkpoint
-    from rlpg.envs import load_normalizer_state, make, set_training
-    from rlpg.rollout import evaluate
-    from rlpg.trainer import check_spaces, resolve_device
-
     parser = Parser(prog="rlpg eval", description="Run the deterministic policy of a run or checkpoint.")
     parser.add_argument("path", help="run directory (uses best.pt, else last.pt) or checkpoint file")
     parser.add_argument("--episodes", type=int, default=20, help="episodes to run (default: 20)")
@@ -154,45 +164,96 @@ def _eval(argv: Sequence[str]) -> int:
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--backend", default=None, choices=("torch", "gymnasium"),
                         help="environment backend (default: the run's)")
-    parser.add_argument("--torch-threads", type=int, default=1, help="CPU threads for torch ops (default: 1)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="CPU threads for torch ops (default: the run's --torch-threads, 1 unless it set another; "
+                        "0: torch's default of one per core)")
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
+    parser.add_argument("--video", default=None, metavar="DIR",
+                        help="record the first --video-episodes episodes to DIR/<env>__<algo>-episode-<i>.mp4 (needs "
+                        "rlpg[video]); the episodes then run one after another on one Gymnasium env that renders "
+                        "(--num-envs and --backend do not apply), with the run's observation normalisation")
+    parser.add_argument("--video-episodes", type=int, default=None, metavar="N",
+                        help="episodes recorded with --video, the first N of --episodes (default: 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if not 0 < args.episodes <= 1_000_000 or not 0 < args.num_envs <= 100_000:
         raise ConfigError("--episodes must lie in [1, 1000000] and --num-envs in [1, 100000]")
-    if not 0 <= args.seed < 2**32 or not 0 < args.torch_threads <= 4096:
-        raise ConfigError("--seed must lie in [0, 2**32 - 1] and --torch-threads in [1, 4096]")
-    torch.set_num_threads(args.torch_threads)
+    if not 0 <= args.seed < 2**32 or not 0 <= (args.torch_threads or 0) <= 4096:
+        raise ConfigError("--seed must lie in [0, 2**32 - 1] and --torch-threads in [0, 4096]")
+    if args.video_episodes is not None and (args.video is None or args.video_episodes < 1):
+        raise ConfigError("--video-episodes N needs --video DIR and N >= 1")
+    if args.video is not None:
+        from rlpg.video import check_video_dependencies
+
+        check_video_dependencies()
+    import torch
+
+    from rlpg.devices import resolve_device
+
     device = resolve_device(args.device)
     path, payload = _load_for_eval(Path(args.path), device)
     cfg = payload["config"]["train"]
-    backend = args.backend or cfg.get("backend", "auto")
+    # the thread count before any tensor work (envs, policy): torch's default of one OpenMP thread per core runs this
+    # small-batch loop many times slower on cores that other processes share
+    threads = args.torch_threads if args.torch_threads is not None else int(cfg.get("torch_threads", 1))
+    if threads:
+        torch.set_num_threads(threads)
+    videos: list[Path] = []
+    if args.video is not None:
+        returns, videos = _eval_video(payload, args, device)
+    else:
+        returns = _eval_batched(payload, args, path, device).numpy()
+    mean, std = float(returns.mean()), float(returns.std())
+    if args.json:
+        print(json.dumps({"mean_return": mean, "std_return": std, "episodes": args.episodes, "checkpoint": str(path),
+                          "env_id": payload["env_id"], "algo": payload["algo"], "returns": returns.tolist(),
+                          "videos": [str(v) for v in videos]}))
+    else:
+        which = {"best.pt": "the best periodic evaluation's policy", "last.pt": "the final policy"}.get(path.name)
+        what = f"{path} ({which}, step {payload['global_step']})" if which else str(path)
+        recorded = f"; {len(videos)} video(s) in {args.video}" if args.video is not None else ""
+        print(f"{payload['algo']} on {payload['env_id']}, {what}: mean return {mean:.2f} +/- {std:.2f} "
+              f"over {args.episodes} episodes{recorded}")
+    return 0
+
+
+def _eval_batched(payload: dict[str, Any], args: argparse.Namespace, path: Path, device: Any) -> Any:
+    """Returns [episodes] on `--num-envs` of rlpg's batched envs (the run's backend unless --backend)."""
+    from rlpg import checkpoint
+    from rlpg.envs import load_normalizer_state, make, set_training
+    from rlpg.rollout import evaluate
+    from rlpg.runs import check_spaces
+
+    cfg = payload["config"]["train"]
     env = make(
         payload["env_id"],
         min(args.num_envs, args.episodes),
         device=device,
-        backend=backend,
+        backend=args.backend or cfg.get("backend", "auto"),
         normalize_obs=bool(cfg.get("normalize_obs", False)),
         clip_obs=float(cfg.get("clip_obs", 10.0)),
+        env_packages=tuple(cfg.get("env_packages", ())),
     )
     try:
         check_spaces(payload, env, str(path))
         load_normalizer_state(env, payload.get("normalizer", {}))
         set_training(env, False)
         policy = checkpoint.build_policy(payload, device)
-        returns = evaluate(env, policy, args.episodes, seed=args.seed, deterministic=not args.stochastic)
+        return evaluate(env, policy, args.episodes, seed=args.seed, deterministic=not args.stochastic)
     finally:
         env.close()
-    mean, std = float(returns.mean()), float(returns.std(correction=0))
-    if args.json:
-        print(json.dumps({"mean_return": mean, "std_return": std, "episodes": args.episodes, "checkpoint": str(path),
-                          "env_id": payload["env_id"], "algo": payload["algo"]}))
-    else:
-        which = {"best.pt": "the best periodic evaluation's policy", "last.pt": "the final policy"}.get(path.name)
-        what = f"{path} ({which}, step {payload['global_step']})" if which else str(path)
-        print(f"{payload['algo']} on {payload['env_id']}, {what}: mean return {mean:.2f} +/- {std:.2f} "
-              f"over {args.episodes} episodes")
-    return 0
+
+
+def _eval_video(payload: dict[str, Any], args: argparse.Namespace, device: Any) -> tuple[Any, list[Path]]:
+    """Returns [episodes] on one rendering Gymnasium env, and the videos of the first --video-episodes."""
+    from rlpg.checkpoint import policy_from_payload
+    from rlpg.video import evaluate_with_video
+
+    env_id = payload["env_id"]
+    prefix = f"{env_id}__{payload['algo']}".replace("/", "_").replace(":", "_")
+    return evaluate_with_video(policy_from_payload(payload, device), env_id, args.episodes, Path(args.video),
+                               args.video_episodes or 3, args.seed, not args.stochastic, prefix,
+                               tuple(payload["config"]["train"].get("env_packages", ())))
 
 
 def _export(argv: Sequence[str]) -> int:
@@ -204,6 +265,9 @@ def _export(argv: Sequence[str]) -> int:
     parser.add_argument("--raw-actions", action="store_true",
                         help="export the raw Gaussian mean, not clipped to the Box action space's bounds")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # as rlpg eval and training: torch's default of a thread per core only adds contention
     out = export_onnx(args.path, args.output, clip_actions=not args.raw_actions)
     print(f"rlpg: wrote {out}")
     return 0
@@ -245,7 +309,26 @@ def _plot(argv: Sequence[str]) -> int:
     return 0
 
 
-COMMANDS = {"train": _train, "eval": _eval, "export": _export, "bench": _bench, "plot": _plot}
+def _presets(argv: Sequence[str]) -> int:
+    from rlpg.agents import ALGOS
+    from rlpg.describe import presets_text
+    from rlpg.errors import unknown_name
+
+    parser = Parser(prog="rlpg presets", description="The tuned settings rlpg train applies per (algorithm, "
+                    "environment[, backend]), under the flags given; later entries of a run win over earlier ones.")
+    parser.add_argument("--algo", default=None, help="only this algorithm's presets")
+    parser.add_argument("--env", default=None, metavar="ENV_ID",
+                        help="only the presets a run on ENV_ID takes (on either backend)")
+    args = parser.parse_args(argv)
+    if args.algo is not None and args.algo not in ALGOS:
+        raise unknown_name("algorithm", args.algo, ALGOS)
+    text = presets_text(args.algo, args.env)
+    which = " ".join(f"--{k} {v}" for k, v in (("algo", args.algo), ("env", args.env)) if v is not None)
+    print(text or f"rlpg: no preset for {which}: a run takes the defaults (rlpg train {which} --help shows them)")
+    return 0
+
+
+COMMANDS = {"train": _train, "eval": _eval, "export": _export, "bench": _bench, "plot": _plot, "presets": _presets}
 
 
 def _stop_during_start_up(signum: int, frame: object) -> None:
@@ -258,10 +341,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv = ["train", *argv]  # `rlpg` alone, or `rlpg --flags`, trains
     if argv[0] in ("-h", "--help"):
         print(
-            "usage: rlpg {train,eval,export,bench,plot} ...\n\n  train   train an agent (default: PPO on CartPole-v1)\n"
-            "  eval    evaluate a run directory or checkpoint\n  export  export a policy to ONNX\n"
-            "  bench   algorithms x environments x seeds, resumable, with a results table and curves\n"
-            "  plot    learning curves of runs to a PNG\n\n"
+            "usage: rlpg {train,eval,export,bench,plot,presets} ...\n\n"
+            "  train    train an agent (default: PPO on CartPole-v1)\n"
+            "  eval     evaluate a run directory or checkpoint (--video DIR records episodes)\n"
+            "  export   export a policy to ONNX\n"
+            "  bench    algorithms x environments x seeds, resumable, with a results table and curves\n"
+            "  plot     learning curves of runs to a PNG\n"
+            "  presets  the tuned settings per (algorithm, environment, backend)\n\n"
             "rlpg COMMAND --help for the options of each."
         )
         return 0

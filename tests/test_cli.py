@@ -1,6 +1,8 @@
 """The command line: bad input gives one clear line and exit code 2; eval, export."""
 
+import importlib.util
 import json
+import sys
 
 import pytest
 import torch
@@ -61,7 +63,7 @@ def test_unsupported_space_names_supported_ones(capsys, tmp_path):
         capsys,
         "train",
         "--env",
-        "RlpgTestDictObs-v0",
+        "RlpgTestUnsupportedObs-v0",
         "--logdir",
         str(tmp_path),
         match="rlpg supports observations: Box, Discrete",
@@ -188,3 +190,98 @@ def test_train_prints_progress_on_stdout_and_nothing_on_stderr(capsys, tmp_path)
     code, out, err = run_cli(capsys, "train", "--logdir", str(tmp_path), "--run-name", "quiet", *FAST)
     assert code == 0 and err == ""
     assert out.startswith("rlpg: training ppo on CartPole-v1 (torch backend, preset ppo/CartPole-v1 + ")
+
+
+def test_eval_records_videos_of_the_first_episodes(capsys, tmp_path):
+    pytest.importorskip("moviepy")
+    pytest.importorskip("pygame")
+    imageio = pytest.importorskip("imageio.v3")
+    code, _, _ = run_cli(capsys, "train", "--logdir", str(tmp_path), "--run-name", "v", *FAST)
+    assert code == 0
+    videos = tmp_path / "videos"
+    code, out, err = run_cli(capsys, "eval", str(tmp_path / "v"), "--episodes", "3", "--video", str(videos),
+                             "--video-episodes", "2", "--json")
+    assert code == 0 and err == "", err  # nothing from pygame or SDL on a headless machine
+    result = json.loads(out)
+    files = sorted(videos.glob("*.mp4"))
+    assert [f.name for f in files] == ["CartPole-v1__ppo-episode-0.mp4", "CartPole-v1__ppo-episode-1.mp4"]
+    assert result["videos"] == [str(f) for f in files] and all(f.stat().st_size > 0 for f in files)
+    assert len(result["returns"]) == 3 and result["mean_return"] == pytest.approx(sum(result["returns"]) / 3)
+    for f, ret in zip(files, result["returns"], strict=False):
+        frames = list(imageio.imiter(f, plugin="FFMPEG"))
+        # a CartPole return counts the steps: the video shows that episode (the reset frame and one per step;
+        # moviepy may drop the last one)
+        assert len(frames) in (ret, ret + 1) and frames[0].shape == (400, 600, 3)
+        assert frames[0].std() > 0  # a drawing, not a blank frame
+    (tmp_path / "a_file").write_text("")
+    one_line_error(capsys, "eval", str(tmp_path / "v"), "--video", str(tmp_path / "a_file"), match="is a file")
+
+
+def test_eval_video_needs_moviepy_and_pygame(capsys, tmp_path, monkeypatch):
+    code, _, _ = run_cli(capsys, "train", "--logdir", str(tmp_path), "--run-name", "v", *FAST)
+    assert code == 0
+    monkeypatch.setitem(sys.modules, "moviepy", None)  # as if it were not installed
+    one_line_error(capsys, "eval", str(tmp_path / "v"), "--video", str(tmp_path / "out"),
+                   match="--video needs moviepy (and pygame to render the classic-control tasks): pip install "
+                   "'rlpg[video]'")
+    if importlib.util.find_spec("moviepy") is None:
+        return
+    monkeypatch.delitem(sys.modules, "moviepy")
+    monkeypatch.setitem(sys.modules, "pygame", None)
+    line = one_line_error(capsys, "eval", str(tmp_path / "v"), "--video", str(tmp_path / "out"), match="pip install "
+                          "'rlpg[video]'")
+    assert "pygame" in line
+    one_line_error(capsys, "eval", str(tmp_path / "v"), "--video-episodes", "2", match="--video-episodes N needs "
+                   "--video DIR")
+
+
+def test_eval_runs_with_the_runs_thread_count_not_one_per_core(capsys, tmp_path, monkeypatch):
+    import rlpg.rollout
+
+    code, _, _ = run_cli(capsys, "train", "--logdir", str(tmp_path), "--run-name", "t", *FAST)
+    assert code == 0
+    seen = []
+    evaluate = rlpg.rollout.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(rlpg.rollout, "evaluate", spy)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)  # as torch starts on a 2-core machine
+        for flags, threads in (((), 1), (("--torch-threads", "2"), 2)):  # the run's setting (1), or the flag's
+            code, _, err = run_cli(capsys, "eval", str(tmp_path / "t"), "--episodes", "2", *flags)
+            assert code == 0, err
+            assert seen.pop() == threads
+    finally:
+        torch.set_num_threads(previous)
+
+
+def test_video_evaluation_acts_as_the_batched_evaluation(capsys, tmp_path):
+    """The same episode played on the Gymnasium backend (one env, the same seed) and on the rendering env of
+    --video gives the same return: the run's observation normalisation and the action clipping apply in both.
+    MountainCarContinuous charges the action as the policy gave it (the env clips only the force), so an unclipped
+    action would cost more."""
+    pytest.importorskip("moviepy")
+    from rlpg.checkpoint import policy_from_payload
+    from rlpg.video import evaluate_with_video
+
+    code, _, _ = run_cli(capsys, "train", "--env", "MountainCarContinuous-v0", "--normalize-obs", "true", "--logdir",
+                         str(tmp_path), "--run-name", "mc", *FAST)
+    assert code == 0
+    payload = checkpoint.load(tmp_path / "mc" / "last.pt")
+    assert payload["normalizer"]["obs_rms"]["count"] > 1  # statistics that change what the policy sees
+    oob = {**payload, "policy": {**payload["policy"], "actor.net.4.weight": payload["policy"]["actor.net.4.weight"]
+                                 * 300.0}}  # actions far outside [-1, 1]
+    assert policy_from_payload(oob).predict(torch.tensor([[-0.5, 0.0]]), clip=False).abs().max() > 1.5
+    for name, p in (("trained", payload), ("oob", oob)):
+        checkpoint.save(tmp_path / f"{name}.pt", {k: v for k, v in p.items() if k != "format"})
+        code, out, err = run_cli(capsys, "eval", str(tmp_path / f"{name}.pt"), "--backend", "gymnasium", "--num-envs",
+                                 "1", "--episodes", "1", "--seed", "7", "--json")
+        assert code == 0, err
+        # no episode recorded: the rendering env plays without drawing a frame
+        returns, videos = evaluate_with_video(policy_from_payload(p), "MountainCarContinuous-v0", 1, tmp_path / "v", 0,
+                                              seed=7)
+        assert videos == [] and returns.tolist() == pytest.approx(json.loads(out)["returns"], rel=1e-5), name
