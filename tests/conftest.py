@@ -167,3 +167,23 @@ class ImageEnv(gym.Env):
 
 if "RlpgTestImage-v0" not in gym.envs.registry:
     gym.register("RlpgTestImage-v0", entry_point=ImageEnv, max_episode_steps=16)
+
+
+def run_cli(capsys, *argv):
+    """`rlpg ARGV` in-process: (exit code, stdout, stderr)."""
+    from rlpg.cli import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(capsys, *argv, match):
+    """`rlpg ARGV` exits with 2 after one `rlpg: error:` line holding `match`, the last thing printed, no traceback."""
+    code, _, err = run_cli(capsys, *argv)
+    lines = [line for line in err.splitlines() if line.startswith("rlpg: error:")]
+    assert code == 2, err
+    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in err
+    return lines[0]

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 import torch
+from conftest import one_line_error, run_cli
 
 from rlpg import checkpoint
-from rlpg.cli import main
 
 FAST = [
     "--total-steps",
@@ -24,22 +24,6 @@ FAST = [
     "--progress",
     "false",
 ]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(capsys, *argv, match):
-    code, _, err = run_cli(capsys, *argv)
-    lines = [line for line in err.splitlines() if line.startswith("rlpg: error:")]
-    assert code == 2, err
-    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err  # one line, and the last thing printed
-    assert match in lines[0], lines[0]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_unknown_algorithm_suggests(capsys):

@@ -12,9 +12,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import one_line_error, run_cli
 
 from rlpg import checkpoint
-from rlpg.cli import main
 from rlpg.envs import make, spaces_of
 from rlpg.runs import check_spaces, default_run_name
 
@@ -86,22 +86,6 @@ def env_module(tmp_path, monkeypatch):
     sys.modules.pop(name, None)
     for key in [k for k in gym.envs.registry if k.endswith(f"{n}-v0") and k.startswith("GoLeft")]:
         del gym.envs.registry[key]
-
-
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(capsys, *argv, match):
-    code, _, err = run_cli(capsys, *argv)
-    lines = [line for line in err.splitlines() if line.startswith("rlpg: error:")]
-    assert code == 2, err
-    assert len(lines) == 1 and err.rstrip().endswith(lines[0]), err
-    assert match in lines[0], lines[0]
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def run_dir_of(out: str):
