@@ -121,6 +121,28 @@ def summary_table(rows: list[dict[str, str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def trained(run_dir: Path) -> bool:
+    """Whether the run in `run_dir` has trained its whole budget (its last.pt is at its total_steps)."""
+    from rlpg import checkpoint
+
+    last = run_dir / "last.pt"
+    if not last.is_file():
+        return False
+    payload = checkpoint.load(last)
+    return int(payload["global_step"]) >= int(payload["config"]["train"]["total_steps"])
+
+
+def event_span(run_dir: Path) -> float:
+    """Seconds from a run's first logged event to its last: its training time, for a run trained before this
+    benchmark process started."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    times = [Event.FromString(record).wall_time for path in run_dir.glob("events.out.tfevents.*")
+             for record in RawEventFileLoader(str(path)).Load()]
+    return max(times) - min(times) if times else 0.0
+
+
 class Runner:
     """Runs the benchmark's missing runs one after another (each an `rlpg train` subprocess) and records them."""
 
@@ -161,21 +183,25 @@ class Runner:
             for i, (algo, env_id, seed) in enumerate(todo, 1):
                 name = run_name(algo, env_id, seed)
                 print(f"rlpg bench: [{i}/{len(todo)}] {name}", flush=True)
+                run_dir = self.out / "runs" / name
                 start = time.perf_counter()
-                with (self.out / "runs" / f"{name}.log").open("a") as log:
-                    # its own session: a Ctrl-C reaches the run once, through _forward, so it saves before stopping
-                    self.child = subprocess.Popen(self.command(algo, env_id, seed), stdout=log,
-                                                  stderr=subprocess.STDOUT, start_new_session=True)
-                    code = self.child.wait()
+                wall: float | None = None
+                if trained(run_dir):  # stopped after its last update, before it was scored: score it now
+                    code, wall = 0, event_span(run_dir)
+                else:
+                    with (self.out / "runs" / f"{name}.log").open("a") as log:
+                        # its own session: a Ctrl-C reaches the run once, through _forward, so it saves first
+                        self.child = subprocess.Popen(self.command(algo, env_id, seed), stdout=log,
+                                                      stderr=subprocess.STDOUT, start_new_session=True)
+                        code = self.child.wait()
                 if self.stopped is not None:
                     print(f"rlpg bench: stopped; {name} saved its last.pt and continues on the next rlpg bench",
                           flush=True)
                     return recorded
                 if code != 0:
                     raise RLPGError(f"run {name} failed with exit code {code}; see {self.out / 'runs' / name}.log")
-                run_dir = self.out / "runs" / name
-                rows.append({k: str(v) for k, v in self.record(algo, env_id, seed, run_dir,
-                                                                time.perf_counter() - start).items()})
+                wall = time.perf_counter() - start if wall is None else wall
+                rows.append({k: str(v) for k, v in self.record(algo, env_id, seed, run_dir, wall).items()})
                 write_results(self.results, rows)
                 (self.out / "results.md").write_text(summary_table(rows))
                 recorded += 1

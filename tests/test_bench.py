@@ -75,6 +75,25 @@ def test_a_stopped_benchmark_resumes_its_unfinished_run(tmp_path):
     assert "resuming ppo on CartPole-v1" in (out / "runs" / "CartPole-v1__ppo__1.log").read_text()
 
 
+def test_a_run_trained_but_not_yet_scored_is_scored_without_training_again(tmp_path, capsys):
+    """A benchmark stopped between a run's last update and its scores: the next one scores that run; resuming it
+    would be refused (the run has no steps left)."""
+    out = tmp_path / "b"
+    argv = ["bench", "--envs", "CartPole-v1", "--seeds", "1", "--total-steps", "2048", "--eval-points", "2",
+            "--eval-episodes", "3", "--out", str(out), "--", *SMALL]
+    assert main(argv) == 0
+    first = rows(out)
+    log = out / "runs" / "CartPole-v1__ppo__1.log"
+    trained_log = log.read_text()
+    (out / "results.csv").unlink()  # as if stopped before recording
+    assert main(argv) == 0, capsys.readouterr().err
+    again = rows(out)
+    assert log.read_text() == trained_log  # no `rlpg train` was started for it
+    assert [(r["steps"], r["final_return"], r["best_return"]) for r in again] == [
+        (r["steps"], r["final_return"], r["best_return"]) for r in first]
+    assert 0 < float(again[0]["train_minutes"]) <= float(first[0]["train_minutes"])  # the span of its events
+
+
 def test_summary_table_gives_mean_and_spread_over_seeds():
     recorded = [{"library": "rlpg", "algo": "ppo", "env_id": "Hopper-v5", "seed": str(s), "steps": "1000",
                  "final_return": str(f), "best_return": str(b), "train_minutes": "2.0", "run_dir": "x"}
