@@ -23,7 +23,7 @@ import gymnasium as gym
 
 from rlpg.encoders import image_shape
 from rlpg.envs import atari
-from rlpg.errors import ConfigError, RLPGError, unknown_name
+from rlpg.errors import ConfigError, RLPGError, install_line, unknown_name
 
 Wrapper = Callable[[gym.Env], gym.Env]
 
@@ -64,10 +64,10 @@ def import_module(name: str, what: str) -> None:
 def install_hint(env_id: str) -> str:
     """How to install what the family of `env_id` needs (the rlpg extra), for error messages."""
     if env_id.startswith(atari.PREFIX):
-        return "pip install 'rlpg[atari]'"
+        return install_line("atari")
     if env_id.startswith(MINATAR_PREFIX):
-        return "pip install 'rlpg[minatar]'"
-    return "for MuJoCo tasks: pip install 'rlpg[mujoco]'"
+        return install_line("minatar")
+    return f"for MuJoCo tasks: {install_line('mujoco')}"
 
 
 def register_family(env_id: str) -> None:

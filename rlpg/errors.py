@@ -33,6 +33,11 @@ class NonFiniteError(RLPGError, FloatingPointError):
     """A loss or gradient became NaN or infinite; the parameters were left untouched."""
 
 
+def install_line(extra: str) -> str:
+    """How to install one of rlpg's extras, as the README does it (rlpg installs from its clone, not from PyPI)."""
+    return f"pip install -e '.[{extra}]' in rlpg's clone (.venv/bin/pip after the README's set-up)"
+
+
 def unknown_name(kind: str, name: str, known: Iterable[str]) -> UnknownNameError:
     """Build an UnknownNameError that suggests the closest known names."""
     known = sorted(set(known))

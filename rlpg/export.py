@@ -1,6 +1,6 @@
 """Export a trained policy to ONNX: observation in (raw, normalised inside the graph), action out.
 
-Needs the `onnx` extra (`pip install 'rlpg[onnx]'`): torch's exporter uses onnx and onnxscript.
+Needs the `onnx` extra: torch's exporter uses onnx and onnxscript.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from rlpg import checkpoint
 from rlpg.checkpoint import TrainedPolicy, load_policy
-from rlpg.errors import RLPGError
+from rlpg.errors import RLPGError, install_line
 from rlpg.policies import obs_dim
 
 
@@ -106,7 +106,7 @@ def export_onnx(path: str | Path, output: str | Path | None = None, clip_actions
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError:
-        raise RLPGError("ONNX export needs the onnx extra: pip install 'rlpg[onnx]'") from None
+        raise RLPGError(f"ONNX export needs the onnx extra: {install_line('onnx')}") from None
     try:
         with _quiet_exporter():
             torch.onnx.export(

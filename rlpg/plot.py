@@ -1,7 +1,7 @@
 """Learning curves from run directories: read back from their TensorBoard event files, grouped by environment and
 algorithm, drawn as the mean over seeds with the min-max spread shaded (`rlpg plot`, and `rlpg bench`'s curves).
 
-Needs matplotlib (`pip install 'rlpg[plot]'`) only to draw; reading curves needs nothing more than rlpg.
+Needs matplotlib (the `plot` extra) only to draw; reading curves needs nothing more than rlpg.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rlpg.errors import RLPGError
+from rlpg.errors import RLPGError, install_line
 
 TAGS = ("eval/mean_return", "rollout/episodic_return")
 """the curve drawn: the first of these a run has logged at more than one step"""
@@ -88,7 +88,7 @@ def plot(paths: list[str | Path], output: str | Path, title: str | None = None) 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise RLPGError("plotting needs matplotlib: pip install 'rlpg[plot]'") from None
+        raise RLPGError(f"plotting needs matplotlib: {install_line('plot')}") from None
     out = Path(output)
     if out.suffix.lower() != ".png":
         raise RLPGError(f"-o {out} must end in .png")

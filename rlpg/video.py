@@ -21,10 +21,10 @@ import numpy as np
 
 from rlpg.checkpoint import TrainedPolicy
 from rlpg.envs.ids import Recipe, import_packages, make_single, recipe
-from rlpg.errors import ConfigError, RLPGError
+from rlpg.errors import ConfigError, RLPGError, install_line
 from rlpg.rollout import EVAL_STEPS_WITHOUT_TIME_LIMIT
 
-INSTALL = "pip install 'rlpg[video]'"
+INSTALL = install_line("video")
 
 
 def check_video_dependencies() -> None:

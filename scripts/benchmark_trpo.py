@@ -39,7 +39,7 @@ try:
     from sb3_contrib import TRPO as SB3TRPO
     from stable_baselines3.common.evaluation import evaluate_policy
 except ImportError as e:  # pragma: no cover
-    raise SystemExit(f"this benchmark needs sb3-contrib: pip install 'rlpg[bench]' ({e})") from None
+    raise SystemExit(f"this benchmark needs sb3-contrib: pip install -e '.[bench]' ({e})") from None
 
 COMMON = dict(max_kl=0.01, cg_iters=10, cg_damping=0.1, max_backtracks=10, backtrack_coef=0.8, anneal_lr=False)
 

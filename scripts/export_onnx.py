@@ -2,7 +2,7 @@
 
 The exported graph takes raw observations [B, D] (the run's observation normalisation is inside it) and returns
 the deterministic action: the argmax for discrete actions, the mean for continuous ones. Needs the onnx extra
-(`pip install 'rlpg[onnx]'`). Without --run it first trains a policy with rlpg.train.
+(`pip install -e '.[onnx]'` in rlpg's clone). Without --run it first trains a policy with rlpg.train.
 
     .venv/bin/python scripts/export_onnx.py --env-id Pendulum-v1 --total-steps 100000
     .venv/bin/python scripts/export_onnx.py --run runs/CartPole-v1__ppo__1__1795519120 --output policy.onnx

@@ -1,7 +1,7 @@
 """Train PPO on a MuJoCo task: observation and reward normalisation, periodic checkpoints, evaluation, resume.
 
-Needs MuJoCo (`pip install 'rlpg[mujoco]'`). The run directory holds the TensorBoard events, config.json,
-last.pt (written every --checkpoint-interval steps, and on Ctrl-C) and best.pt (best evaluation). An
+Needs MuJoCo (`pip install -e '.[mujoco]'` in rlpg's clone). The run directory holds the TensorBoard events,
+config.json, last.pt (written every --checkpoint-interval steps, and on Ctrl-C) and best.pt (best evaluation). An
 interrupted or finished run continues from its last.pt with --resume, up to a new --total-steps.
 
     .venv/bin/python scripts/train_mujoco.py --env-id Hopper-v5 --total-steps 1000000

@@ -206,14 +206,14 @@ def test_eval_video_needs_moviepy_and_pygame(capsys, tmp_path, monkeypatch):
     assert code == 0
     monkeypatch.setitem(sys.modules, "moviepy", None)  # as if it were not installed
     one_line_error(capsys, "eval", str(tmp_path / "v"), "--video", str(tmp_path / "out"),
-                   match="--video needs moviepy (and pygame to render the classic-control tasks): pip install "
-                   "'rlpg[video]'")
+                   match="--video needs moviepy (and pygame to render the classic-control tasks): pip install -e "
+                   "'.[video]'")
     if importlib.util.find_spec("moviepy") is None:
         return
     monkeypatch.delitem(sys.modules, "moviepy")
     monkeypatch.setitem(sys.modules, "pygame", None)
     line = one_line_error(capsys, "eval", str(tmp_path / "v"), "--video", str(tmp_path / "out"), match="pip install "
-                          "'rlpg[video]'")
+                          "-e '.[video]'")
     assert "pygame" in line
     one_line_error(capsys, "eval", str(tmp_path / "v"), "--video-episodes", "2", match="--video-episodes N needs "
                    "--video DIR")

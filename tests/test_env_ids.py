@@ -217,14 +217,15 @@ def test_a_dict_holding_an_image_is_refused(capsys, env_module, tmp_path):
 
 
 @pytest.mark.parametrize("env_id, blocked, extra", [
-    ("ALE/Breakout-v5", ("ale_py",), "rlpg[atari]"),
-    ("ALE/NoSuchGame-v5", ("ale_py",), "rlpg[atari]"),
-    ("MinAtar/Breakout-v1", ("minatar", "minatar.gym"), "rlpg[minatar]"),
+    ("ALE/Breakout-v5", ("ale_py",), ".[atari]"),
+    ("ALE/NoSuchGame-v5", ("ale_py",), ".[atari]"),
+    ("MinAtar/Breakout-v1", ("minatar", "minatar.gym"), ".[minatar]"),
 ])
 def test_a_missing_family_package_names_its_extra_not_a_guess(capsys, tmp_path, monkeypatch, env_id, blocked, extra):
     for name in blocked:
         monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ImportError, as when not installed
-    line = one_line_error(capsys, "train", "--env", env_id, "--logdir", str(tmp_path), match=f"pip install '{extra}'")
+    line = one_line_error(capsys, "train", "--env", env_id, "--logdir", str(tmp_path),
+                          match=f"pip install -e '{extra}'")
     assert line.startswith(f"rlpg: error: {env_id} needs an extra package") and "did you mean" not in line
 
 

@@ -89,7 +89,7 @@ def test_train_classic_logs_what_the_trainer_logs(algo: str, tmp_path: Path) -> 
 
 @pytest.fixture(scope="module")
 def hopper_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
-    pytest.importorskip("mujoco", reason="train_mujoco.py needs MuJoCo: pip install 'rlpg[mujoco]'")
+    pytest.importorskip("mujoco", reason="train_mujoco.py needs MuJoCo: pip install -e '.[mujoco]'")
     cwd = tmp_path_factory.mktemp("mujoco")
     out = run_script("train_mujoco.py", "--total-steps", "2048", "--eval-episodes", "2", "--checkpoint-interval",
                      "2048", "--no-progress", "--logdir", "runs", cwd=cwd)
