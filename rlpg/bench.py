@@ -110,7 +110,9 @@ def summary_table(rows: list[dict[str, str]]) -> str:
     def stat(values: list[float]) -> str:
         mean = sum(values) / len(values)
         std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-        return f"{mean:.1f} +- {std:.1f} ({' / '.join(f'{v:.0f}' for v in values)})"
+        # per-seed values to the unit on returns of hundreds, to a tenth on small ones (MinAtar's 6.5 is not 7)
+        each = " / ".join(f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}" for v in values)
+        return f"{mean:.1f} +- {std:.1f} ({each})"
 
     for (env_id, algo, library), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: int(r["seed"]))

@@ -101,6 +101,9 @@ def test_summary_table_gives_mean_and_spread_over_seeds():
     table = summary_table(recorded)
     assert ("| Hopper-v5 | ppo | rlpg | 1000 | 1, 2 | 200.0 +- 100.0 (100 / 300) | 450.0 +- 50.0 (400 / 500) | 2.0 |"
             in table)
+    small = [{**r, "env_id": "MinAtar/Breakout-v1", "final_return": str(f), "best_return": str(f)}
+             for r, f in zip(recorded, (6.9, 6.55), strict=True)]
+    assert "| 6.7 +- 0.2 (6.5 / 6.9) |" in summary_table(small)  # small returns keep their tenths
 
 
 def test_bad_benchmark_settings_are_refused():
