@@ -46,7 +46,7 @@ def _train(argv: Sequence[str]) -> int:
     pre.add_argument("--resume", default=None)
     pre.add_argument("--env", "--env-id", dest="env_id", default=None)
     pre.add_argument("--backend", default=None)
-    pre.add_argument("--env-packages", nargs="*", default=None)
+    pre.add_argument("--env-packages", "--env-package", nargs="*", action="extend", default=None)
     known, _ = pre.parse_known_args(argv)
     algo = known.algo
     if algo is not None and algo not in ALGOS:
@@ -170,7 +170,7 @@ def _eval(argv: Sequence[str]) -> int:
     parser.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     parser.add_argument("--video", default=None, metavar="DIR",
                         help="record the first --video-episodes episodes to DIR/<env>__<algo>-episode-<i>.mp4 (needs "
-                        "rlpg[video]); the episodes then run one after another on one Gymnasium env that renders "
+                        "the video extra); the episodes then run one after another on one Gymnasium env that renders "
                         "(--num-envs and --backend do not apply), with the run's observation normalisation")
     parser.add_argument("--video-episodes", type=int, default=None, metavar="N",
                         help="episodes recorded with --video, the first N of --episodes (default: 3)")

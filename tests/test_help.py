@@ -144,3 +144,9 @@ def test_main_help_lists_every_command(capsys):
     from rlpg.cli import COMMANDS
 
     assert "presets" in COMMANDS and all(f"\n  {name} " in out for name in COMMANDS)
+
+
+def test_help_shows_every_repeated_env_package(capsys, monkeypatch):
+    _, notes = help_of(capsys, monkeypatch, "train", "--env-package", "json", "--env-package", "csv", "--env",
+                       "CartPole-v1", "--help")
+    assert notes["env_packages"] == ("set", None, "json csv")
