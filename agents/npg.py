@@ -71,6 +71,8 @@ class NPG:
         self.critic_named = policy.critic_parameters()
         self.vf_optimizer = make_optimizer(config.optimizer, (p for _, p in self.critic_named), config.learning_rate,
                                            config.momentum)
+        self.shuffle: torch.Generator | None = None
+        """draws the critic's minibatches when set (identically seeded on every rank of a job, rlpg.distributed)"""
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
         return rollout_gae(rollout, self.config.gamma, self.config.gae_lambda)
@@ -82,7 +84,7 @@ class NPG:
         kept = False
         if not d.step.skipped:
             f, kl = d.evaluate(d.x0 + d.step.fullstep)
-            improvement = f - d.f0.detach()
+            improvement = f - d.f0
             kept = bool(torch.isfinite(f) & torch.isfinite(kl) & (kl <= c.kl_guard * c.max_kl))  # one sync
             if not kept:  # the quadratic model broke down: undo the step
                 set_flat_params(d.params, d.x0)

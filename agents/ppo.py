@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlpg.advantage import explained_variance, normalize, rollout_gae
+from rlpg.advantage import rollout_gae
 from rlpg.config import AgentConfig, positive
+from rlpg.distributed import all_reduce_sum, batch_mean, explained_variance, minibatches, normalize
 from rlpg.errors import ConfigError
 from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
 from rlpg.policies import ActorCritic
@@ -73,6 +74,8 @@ class PPO:
         self.optimizer = make_optimizer(
             config.optimizer, (p for _, p in self.params), config.learning_rate, config.momentum
         )
+        self.shuffle: torch.Generator | None = None
+        """draws the minibatches when set (identically seeded on every rank of a job, see rlpg.distributed)"""
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
         return rollout_gae(rollout, self.config.gamma, self.config.gae_lambda)
@@ -84,50 +87,51 @@ class PPO:
         clip = c.clip_coef * frac if c.anneal_clip else c.clip_coef
         set_lr(self.optimizer, lr)
         size = len(batch)
-        mb_size = size // c.num_minibatches
         meter = GradNormMeter([n for n, _ in self.params])
         sums: Tensor | None = None
         steps = 0
         epochs = 0
         for _ in range(c.update_epochs):
             epochs += 1
-            perm = torch.randperm(size, device=batch.obs.device)
-            for start in range(0, size, mb_size):
-                mb = batch.index(perm[start : start + mb_size])
+            # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
+            for idx, count in minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle):
+                mb = batch.index(idx)
                 dist = self.policy.dist(mb.obs)
                 newlogp = dist.log_prob(mb.actions)  # [M]
                 logratio = newlogp - mb.logp
                 ratio = logratio.exp()
                 adv = normalize(mb.advantages) if c.norm_adv else mb.advantages
 
-                pg_loss = torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)).mean()
+                pg_loss = batch_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), count)
                 new_values = self.policy.value(mb.obs)
                 if c.clip_vloss:
                     clipped = mb.values + (new_values - mb.values).clamp(-clip, clip)
-                    v_loss = 0.5 * torch.max((new_values - mb.returns) ** 2, (clipped - mb.returns) ** 2).mean()
+                    v_loss = 0.5 * batch_mean(torch.max((new_values - mb.returns) ** 2, (clipped - mb.returns) ** 2),
+                                              count)
                 else:
-                    v_loss = 0.5 * ((new_values - mb.returns) ** 2).mean()
+                    v_loss = 0.5 * batch_mean((new_values - mb.returns) ** 2, count)
                 loss = pg_loss + c.vf_coef * v_loss
                 if c.ent_coef:
-                    entropy = dist.entropy().mean()
+                    entropy = batch_mean(dist.entropy(), count)
                     loss = loss - c.ent_coef * entropy
                 else:  # only reported: no graph needed
                     with torch.no_grad():
-                        entropy = dist.entropy().mean()
+                        entropy = batch_mean(dist.entropy(), count)
 
                 meter.add(
                     *step_with_clip(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type, c.clip_value)
                 )
                 with torch.no_grad():
-                    approx_kl = ((ratio - 1) - logratio).mean()  # k3 estimator (Schulman, "Approximating KL")
-                    clip_frac = ((ratio - 1).abs() > clip).float().mean()
+                    approx_kl = batch_mean((ratio - 1) - logratio, count)  # k3 estimator (Schulman, "Approximating KL")
+                    clip_frac = batch_mean(((ratio - 1).abs() > clip).float(), count)
                     stats = torch.stack([pg_loss, v_loss, entropy, approx_kl, clip_frac])
                 sums = stats if sums is None else sums + stats
                 steps += 1
-            if c.target_kl is not None and approx_kl > c.target_kl:  # one sync per epoch, only when enabled
+            # one sync per epoch, only when enabled; the KL of the global minibatch under torchrun
+            if c.target_kl is not None and all_reduce_sum(approx_kl) > c.target_kl:
                 break
         assert sums is not None
-        means = sums / steps
+        means = all_reduce_sum(sums) / steps
         metrics = {f"train/{k}": means[i] for i, k in enumerate(STATS)}
         metrics["train/explained_variance"] = explained_variance(batch.values, batch.returns)
         metrics["train/learning_rate"] = torch.tensor(lr)

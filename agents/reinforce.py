@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlpg.advantage import discounted_returns, explained_variance, normalize
+from rlpg.advantage import discounted_returns
 from rlpg.config import AgentConfig, positive
+from rlpg.distributed import all_reduce_sum, batch_mean, explained_variance, global_size, minibatches, normalize
 from rlpg.errors import ConfigError
 from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
 from rlpg.policies import ActorCritic
@@ -80,6 +81,8 @@ class REINFORCE:
         seen: set[int] = set()  # a shared image encoder belongs to both networks: one entry per parameter
         self.params = named = [(n, p) for n, p in named if not (id(p) in seen or seen.add(id(p)))]
         self.optimizer = make_optimizer(config.optimizer, (p for _, p in named), config.learning_rate, config.momentum)
+        self.shuffle: torch.Generator | None = None
+        """draws the minibatches when set (identically seeded on every rank of a job, see rlpg.distributed)"""
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
         """(advantages, returns) [T, N]: A = G - V(s) with a baseline, else A = G; returns = G."""
@@ -94,28 +97,29 @@ class REINFORCE:
         set_lr(self.optimizer, lr)
         adv = normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B], over the whole batch
         size = len(batch)
-        mb_size = size // c.num_minibatches
         meter = GradNormMeter([n for n, _ in self.params])
         sums: dict[str, Tensor] = {}
         for _ in range(c.update_epochs):
-            perm = torch.randperm(size, device=batch.obs.device) if c.num_minibatches > 1 else None
-            for k in range(c.num_minibatches):
-                idx = perm[k * mb_size:(k + 1) * mb_size] if perm is not None else slice(None)
+            # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
+            parts = (minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle) if c.num_minibatches > 1
+                     else [(slice(None), global_size(size))])
+            for idx, count in parts:
                 dist = self.policy.dist(batch.obs[idx])
                 ratio = (dist.log_prob(batch.actions[idx]) - batch.logp[idx]).exp()  # 1 on a fresh batch
-                pg_loss = -(ratio * adv[idx]).mean()  # importance-weighted when the batch is reused (module docstring)
-                entropy = dist.entropy().mean()
+                # importance-weighted when the batch is reused (module docstring)
+                pg_loss = -batch_mean(ratio * adv[idx], count)
+                entropy = batch_mean(dist.entropy(), count)
                 loss = pg_loss - c.ent_coef * entropy
                 v_loss = torch.zeros((), device=adv.device)
                 if c.baseline:
-                    v_loss = 0.5 * (self.policy.value(batch.obs[idx]) - batch.returns[idx]).pow(2).mean()
+                    v_loss = 0.5 * batch_mean((self.policy.value(batch.obs[idx]) - batch.returns[idx]).pow(2), count)
                     loss = loss + c.vf_coef * v_loss
                 meter.add(*step_with_clip(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type,
                                           c.clip_value))
                 for key, v in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy)):
                     sums[key] = sums.get(key, 0) + v.detach()
         steps = c.update_epochs * c.num_minibatches
-        metrics = {f"train/{k}": v / steps for k, v in sums.items()}
+        metrics = {f"train/{k}": all_reduce_sum(v) / steps for k, v in sums.items()}
         metrics["train/explained_variance"] = explained_variance(batch.values, batch.returns)
         metrics["train/learning_rate"] = torch.tensor(lr)
         metrics.update(meter.metrics())

@@ -74,6 +74,8 @@ class TRPO:
         self.critic_named = policy.critic_parameters()
         self.vf_optimizer = make_optimizer(config.optimizer, (p for _, p in self.critic_named), config.learning_rate,
                                            config.momentum)
+        self.shuffle: torch.Generator | None = None
+        """draws the critic's minibatches when set (identically seeded on every rank of a job, rlpg.distributed)"""
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
         return rollout_gae(rollout, self.config.gamma, self.config.gae_lambda)
@@ -85,7 +87,7 @@ class TRPO:
         accepted, tried, kl, improvement = False, 0, zero, zero
         if not d.step.skipped:
             ls = line_search(d.evaluate, d.x0, d.step.fullstep, d.step.expected_improve, c.max_kl, c.max_backtracks,
-                             c.backtrack_coef, c.accept_ratio, f0=d.f0.detach())
+                             c.backtrack_coef, c.accept_ratio, f0=d.f0)
             accepted, tried, kl, improvement = ls.accepted, ls.steps, ls.kl, ls.improvement
         return finish_update(self, batch, progress, d, kl, improvement, tried, accepted)
 

@@ -28,6 +28,7 @@ from rlpg.envs.wrappers import (
     load_normalizer_state,
     normalizer_state,
     set_training,
+    sync_normalizers,
 )
 from rlpg.errors import ConfigError, RLPGError, unknown_name
 
@@ -142,4 +143,5 @@ __all__ = [
     "normalizer_state",
     "load_normalizer_state",
     "set_training",
+    "sync_normalizers",
 ]

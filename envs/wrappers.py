@@ -127,6 +127,7 @@ class RunningMeanStd:
         self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
         self.var = torch.ones(shape, dtype=torch.float64, device=device)
         self.count = torch.tensor(epsilon, dtype=torch.float64, device=device)
+        self._synced = (self.mean, self.var, self.count)  # the statistics every rank agreed on last (see sync)
 
     def update(self, x: Tensor) -> None:
         """x: [N, *shape]."""
@@ -150,6 +151,34 @@ class RunningMeanStd:
         self.var = m2 / total
         self.count = total
 
+    def sync(self) -> None:
+        """Under torchrun: merge what every rank has seen since the last sync into statistics every rank shares.
+
+        Each rank's own rows since then are recovered from its statistics and the last shared ones (count-weighted
+        moments, float64), gathered, and folded into the shared statistics in rank order with Chan's update, so every
+        rank ends with the same mean, variance and count: those of all ranks' rows together. No-op in one process."""
+        from rlpg.distributed import active, all_gather
+
+        if active() is None:
+            return
+        m0, v0, n0 = self._synced
+        n_i = self.count - n0
+        safe = n_i.clamp(min=1e-12)
+        m_i = torch.where(n_i > 0, (self.count * self.mean - n0 * m0) / safe, 0.0)
+        m2_i = self.count * self.var - n0 * v0 - (m_i - m0).pow(2) * n0 * n_i / self.count
+        parts = all_gather(torch.cat([n_i.reshape(1), m_i.reshape(-1), m2_i.reshape(-1).clamp(min=0)]))
+        mean, m2, count = m0, v0 * n0, n0
+        d = m0.numel()
+        for row in parts:  # rank order: the same arithmetic on every rank
+            n, m, m2_r = row[0], row[1:1 + d].view_as(m0), row[1 + d:].view_as(m0)
+            total = count + n
+            delta = m - mean
+            mean = mean + delta * n / total
+            m2 = m2 + m2_r + delta.pow(2) * count * n / total
+            count = total
+        self.mean, self.var, self.count = mean, m2 / count, count
+        self._synced = (self.mean, self.var, self.count)
+
     def state_dict(self) -> dict[str, Tensor]:
         return {"mean": self.mean.cpu(), "var": self.var.cpu(), "count": self.count.cpu()}
 
@@ -164,6 +193,7 @@ class RunningMeanStd:
         if not (torch.isfinite(mean).all() and torch.isfinite(var).all() and torch.isfinite(count)):
             raise CheckpointError("saved normaliser statistics are not finite (NaN or inf); the checkpoint is damaged")
         self.mean, self.var, self.count = mean, var, count
+        self._synced = (mean, var, count)
 
 
 class RecordEpisodeStatistics(VecEnvWrapper):
@@ -301,6 +331,14 @@ def load_normalizer_state(env: Any, state: dict[str, Any]) -> None:
         w.rms.load_state_dict(state["obs_rms"])
     if "ret_rms" in state and (w := find_wrapper(env, NormalizeReward)) is not None:
         w.rms.load_state_dict(state["ret_rms"])
+
+
+def sync_normalizers(env: Any) -> None:
+    """Under torchrun: merge the ranks' running observation and reward statistics (RunningMeanStd.sync), once per
+    rollout, so every rank normalises alike. No-op in one process."""
+    for cls in (NormalizeObservation, NormalizeReward):
+        if (w := find_wrapper(env, cls)) is not None:
+            w.rms.sync()
 
 
 def set_training(env: Any, training: bool) -> None:

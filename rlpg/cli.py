@@ -38,7 +38,6 @@ def _train(argv: Sequence[str]) -> int:
     from rlpg.agents import ALGOS
     from rlpg.config import TrainConfig, add_arguments
     from rlpg.errors import unknown_name
-    from rlpg.presets import preset_name
     from rlpg.trainer import Trainer, resolve_configs, resume_configs
 
     pre = Parser(add_help=False)
@@ -47,7 +46,18 @@ def _train(argv: Sequence[str]) -> int:
     pre.add_argument("--env", "--env-id", dest="env_id", default=None)
     pre.add_argument("--backend", default=None)
     pre.add_argument("--env-packages", "--env-package", nargs="*", action="extend", default=None)
+    pre.add_argument("--nproc", type=int, default=None)
     known, _ = pre.parse_known_args(argv)
+    if known.nproc is not None and "-h" not in argv and "--help" not in argv:
+        from rlpg.distributed import launched_world_size
+
+        if not 1 <= known.nproc <= 4096:
+            raise ConfigError(f"--nproc must lie in [1, 4096], got {known.nproc}")
+        if launched_world_size() > 1:
+            raise ConfigError("--nproc starts torchrun itself; under torchrun leave it out (--nproc-per-node sets "
+                              "the number of processes)")
+        if known.nproc > 1:
+            return _launch(known.nproc, _without_nproc(argv))
     algo = known.algo
     if algo is not None and algo not in ALGOS:
         raise unknown_name("algorithm", algo, ALGOS)
@@ -89,9 +99,15 @@ def _train(argv: Sequence[str]) -> int:
     )
     parser.add_argument("--overwrite", action="store_true", default=argparse.SUPPRESS,
                         help="replace the run directory --run-name if it exists (otherwise that is an error)")
+    parser.add_argument(
+        "--nproc", type=int, default=argparse.SUPPRESS, metavar="K",
+        help="train on K processes of this machine (torchrun --standalone --nproc-per-node K -m rlpg train ...): "
+        "each steps num_envs / K environments and every update is the one on the global batch num_envs * num_steps; "
+        "without it the run trains in this process; for many machines call torchrun yourself (see the README)")
     add_arguments(parser, TrainConfig, "training", shown=notes)
     add_arguments(parser, agent_cls, f"{algo} hyperparameters", shown=notes)
     args = vars(parser.parse_args(argv))
+    args.pop("nproc", None)
     resume = args.pop("resume", None)
     overwrite = args.pop("overwrite", False)
     if resume is not None:
@@ -108,19 +124,39 @@ def _train(argv: Sequence[str]) -> int:
         from rlpg.runtime import keep_heap_memory
 
         keep_heap_memory()
+    try:
+        return _run_trainer(trainer, cfg, what)
+    finally:
+        from rlpg.distributed import shutdown
+
+        shutdown()
+
+
+def _run_trainer(trainer: Any, cfg: Any, what: str) -> int:
+    from rlpg.distributed import is_main
+    from rlpg.presets import preset_name
+
+    main = is_main()  # under torchrun rank 0 alone speaks
     tuned = preset_name(cfg.algo, cfg.env_id, trainer.backend)
     norm = [name for name, on in (("observation", cfg.normalize_obs), ("reward", cfg.normalize_reward)) if on]
     settings = f"preset {tuned}" if tuned else "no preset: defaults"
     if norm and not tuned:
         settings += f", {' and '.join(norm)} normalisation on"
+    envs = f"{cfg.num_envs} envs"
+    if trainer.ctx is not None:
+        envs += f" over {trainer.ctx.world_size} processes ({trainer.num_envs} each, {trainer.ctx.backend})"
     # progress goes to stdout; stderr holds only errors, warnings and what stopped a run
-    print(f"rlpg: {what} ({trainer.backend} backend, {settings}, {cfg.num_envs} envs, device {trainer.device}) -> "
-          f"{trainer.run_dir}", flush=True)
+    if main:
+        print(f"rlpg: {what} ({trainer.backend} backend, {settings}, {envs}, device {trainer.device}) -> "
+              f"{trainer.run_dir}", flush=True)
     result = trainer.run()
+    if not main:
+        return 128 + result.signal if result.interrupted and result.signal else 0
     if result.interrupted:
         name = signal.Signals(result.signal).name if result.signal else "an interruption"
-        saved = (f"last.pt holds step {result.saved_step:,}; continue with: rlpg train --resume {result.run_dir}"
-                 if result.saved_step is not None else "no checkpoint was written yet")
+        nproc = f" --nproc {trainer.ctx.world_size}" if trainer.ctx is not None else ""
+        saved = (f"last.pt holds step {result.saved_step:,}; continue with: rlpg train{nproc} --resume "
+                 f"{result.run_dir}" if result.saved_step is not None else "no checkpoint was written yet")
         print(f"rlpg: stopped by {name} at step {result.global_step:,}; {saved}", file=sys.stderr)
         return 128 + (result.signal or signal.SIGINT)
     skipped = f"; {result.skipped_updates} update(s) skipped (non-finite)" if result.skipped_updates else ""
@@ -132,6 +168,40 @@ def _train(argv: Sequence[str]) -> int:
         f"run dir {result.run_dir}"
     )
     print(f"rlpg: watch it with: tensorboard --logdir {cfg.logdir}")
+    return 0
+
+
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _launch(nproc: int, argv: Sequence[str]) -> int:
+    """`rlpg train --nproc K ...`: torchrun --standalone --nproc-per-node K -m rlpg train ... on this machine. Returns
+    the exit code of the ranks (2 for bad input, 128 + the signal that stopped them), as a single run's."""
+    import os
+
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # rlpg sets each rank's threads (--torch-threads, default 1)
+    args = get_args_parser().parse_args(["--standalone", "--nproc-per-node", str(nproc), "--module", "rlpg",
+                                         "train", *argv])
+    try:
+        run(args)
+    except ChildFailedError as e:
+        codes = [f.exitcode for _, f in sorted(e.failures.items())]
+        return next((c for c in codes if c > 0), 1)
+    except SignalException as e:  # the launcher was signalled: the ranks got the signal, saved and stopped
+        return 128 + int(e.sigval)
     return 0
 
 

@@ -145,9 +145,11 @@ class TrainConfig:
     backend: str = "auto"
     """environment backend: torch (batched on the device), gymnasium, or auto (torch when rlpg has the env)"""
     num_envs: int = 8
-    """number of parallel environments N"""
+    """number of parallel environments N (under torchrun / --nproc K: of all ranks together, each rank stepping N / K
+    of them)"""
     num_steps: int = 128
-    """steps per environment in each rollout T (batch size B = N * T)"""
+    """steps per environment in each rollout T (batch size B = N * T; under torchrun / --nproc K the global batch of
+    every update, each rank collecting B / K of it)"""
     total_steps: int = 100_000
     """total environment steps to train for"""
     seed: int = 1

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
+from rlpg.distributed import reduce_gradients
 from rlpg.errors import ConfigError, NonFiniteError
 
 NamedParams = Sequence[tuple[str, nn.Parameter]]
@@ -74,7 +75,7 @@ def step_with_clip(
     clip_value: float | None = None,
     check_finite: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    """zero_grad -> backward -> measure norms -> clip by value and/or norm -> step.
+    """zero_grad -> backward -> (sum over ranks) -> measure norms -> clip by value and/or norm -> step.
 
     params: the (name, parameter) pairs this optimizer updates; a parameter that got no gradient counts
     as norm 0. Returns (total norm, per-parameter norms [P]), both before clipping, as device tensors.
@@ -86,13 +87,15 @@ def step_with_clip(
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    # under torchrun: the ranks' gradients (and losses) summed, so every rank measures, clips and steps alike
+    loss_value = reduce_gradients([p for _, p in params], loss)
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
     total, per = grad_norms(grads, norm_type)
-    if check_finite and not bool(torch.isfinite(total) & torch.isfinite(loss.detach())):
+    if check_finite and not bool(torch.isfinite(total) & torch.isfinite(loss_value)):
         optimizer.zero_grad(set_to_none=True)
-        bad = "loss" if not torch.isfinite(loss.detach()) else "gradient"
+        bad = "loss" if not torch.isfinite(loss_value) else "gradient"
         raise NonFiniteError(
-            f"non-finite {bad} (loss={loss.item():.4g}, grad norm={total.item():.4g}); parameters "
+            f"non-finite {bad} (loss={loss_value.item():.4g}, grad norm={total.item():.4g}); parameters "
             "were not updated: lower the learning rate, set --max-grad-norm, or normalise observations"
         )
     live = [p.grad for _, p in params if p.grad is not None]

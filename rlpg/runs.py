@@ -140,7 +140,10 @@ class StopSignals:
     end of it, so last.pt holds a consistent state; a signal while nothing is half done, or a second one, raises
     StopNow at once. Handlers are installed only in the main thread and restored on exit."""
 
-    def __init__(self) -> None:
+    def __init__(self, deferred: bool = False, announce: bool = True) -> None:
+        self.deferred, self.announce = deferred, announce
+        """every signal only asks the loop to stop at the end of the iteration (a rank of a torchrun job: stopping at
+        once would leave the other ranks waiting for it)"""
         self.signum: int | None = None
         self.safe = True
         self.closing = False
@@ -160,12 +163,14 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         first = self.signum is None
         self.signum = self.signum or signum
-        if self.closing:
+        if self.closing or (self.deferred and not first):
             return
-        if first and not self.safe:
+        if first and (not self.safe or self.deferred):
             name = signal.Signals(signum).name
-            print(f"\nrlpg: {name}: stopping after this update and saving last.pt (send it again to stop at once)",
-                  file=sys.stderr, flush=True)
+            again = "every rank stops with it" if self.deferred else "send it again to stop at once"
+            if self.announce:
+                print(f"\nrlpg: {name}: stopping after this update and saving last.pt ({again})",
+                      file=sys.stderr, flush=True)
             return
         raise StopNow(signum)
 

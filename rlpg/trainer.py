@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from rlpg import checkpoint
+from rlpg import distributed as dist
 from rlpg.agents import ALGOS
 from rlpg.config import TrainConfig, to_dict
 from rlpg.devices import ENV_BYTES, check_memory, resolve_device
@@ -35,6 +36,7 @@ from rlpg.envs import (
     normalizer_state,
     resolve_backend,
     set_training,
+    sync_normalizers,
 )
 from rlpg.errors import CheckpointError, ConfigError, NonFiniteError, StopNow
 from rlpg.logger import Logger, purge_events, to_host
@@ -127,20 +129,28 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, agent_cfg: Any, resume_from: dict[str, Any] | None = None,
                  overwrite: bool = False) -> None:
         agent_cls, _ = ALGOS[cfg.algo]
-        self.device = resolve_device(cfg.device)
+        # under torchrun (WORLD_SIZE > 1) this process is one rank of a job: see rlpg.distributed
+        self.ctx, self.device = dist.setup(resolve_device(cfg.device))
+        self.rank = self.ctx.rank if self.ctx else 0
         self.backend = resolve_backend(cfg.env_id, cfg.backend)
-        # config.json and checkpoints record what the run used, not "auto"
-        cfg = replace(cfg, backend=self.backend, device=str(self.device))
+        # config.json and checkpoints record what the run used, not "auto" (rank 0's device under torchrun)
+        cfg = replace(cfg, backend=self.backend, device=str(self.device) if self.ctx is None else self.device.type)
         self.cfg, self.agent_cfg, self.resume_from = cfg, agent_cfg, resume_from
         self.explicit_name, self.overwrite = bool(cfg.run_name), overwrite
-        name = cfg.run_name or default_run_name(cfg.env_id, cfg.algo, cfg.seed, int(time.time()))
+        dist.check_same_config({"train": to_dict(cfg), "agent": to_dict(agent_cfg), "resume": resume_from is not None,
+                                "overwrite": overwrite})
+        self.check_resume_world(resume_from)
+        self.num_envs = dist.split_envs(cfg.num_envs)  # this rank's share; cfg.num_envs is the global number
+        # rank 0 names the run (the time in a default name differs between processes) and alone writes to it
+        name = dist.broadcast_object(cfg.run_name or default_run_name(cfg.env_id, cfg.algo, cfg.seed, int(time.time())))
         if resume_from is None:
-            self.run_dir = prepare_run_dir(Path(cfg.logdir), name, self.explicit_name, overwrite)
+            self.run_dir = Path(cfg.logdir) / name
+            dist.on_main(lambda: prepare_run_dir(Path(cfg.logdir), name, self.explicit_name, overwrite))
         else:
             self.run_dir = Path(cfg.logdir) / cfg.run_name
         # a rough lower bound before anything is allocated; the rollout is checked precisely once spaces are known
-        check_memory(f"{cfg.num_envs} {self.backend} envs x {cfg.num_steps} steps",
-                     cfg.num_envs * (ENV_BYTES[self.backend] + 24 * cfg.num_steps) + cfg.num_eval_envs
+        check_memory(f"{self.num_envs} {self.backend} envs x {cfg.num_steps} steps",
+                     self.num_envs * (ENV_BYTES[self.backend] + 24 * cfg.num_steps) + cfg.num_eval_envs
                      * ENV_BYTES[self.backend], self.device if self.backend == "torch" else torch.device("cpu"),
                      "lower --num-envs, --num-steps or --num-eval-envs")
         previous_threads = torch.get_num_threads()
@@ -155,7 +165,26 @@ class Trainer:
         self.iteration = 0
         self.best_eval = -math.inf
         self.skipped_updates = 0
-        self.stop = StopSignals()
+        # under torchrun a signal never stops one rank at once (the others would wait for it in a collective): every
+        # rank stops at the same iteration boundary, which the ranks agree on after each update
+        self.stop = StopSignals(deferred=self.ctx is not None, announce=dist.is_main())
+
+    # ------------------------------------------------------------------------------------------- ranks
+    @property
+    def env_seed(self) -> int:
+        """The seed of this rank's envs: rank r's sub-env i gets cfg.seed + r * num_envs / world + i on Gymnasium,
+        the seeds of a single process's sub-envs."""
+        return self.cfg.seed + self.rank * self.num_envs
+
+    def check_resume_world(self, payload: dict[str, Any] | None) -> None:
+        if payload is None:
+            return
+        saved = len(payload["resume"].get("ranks", [None]))
+        world = self.ctx.world_size if self.ctx else 1
+        if saved != world:
+            how = f"rlpg train --nproc {saved} --resume ..." if saved > 1 else "rlpg train --resume ..., no torchrun"
+            raise ConfigError(f"the run was trained by {saved} process(es), each with its own environments; resume it "
+                              f"with as many ({how}), not {world}")
 
     def _build(self, agent_cls: type) -> None:
         cfg, agent_cfg = self.cfg, self.agent_cfg
@@ -171,8 +200,8 @@ class Trainer:
         )
         # the learner's env takes a game's training conventions (Atari: per-life episodes, clipped rewards); the
         # evaluation env plays the game as it is scored (see rlpg.envs.make)
-        self.env = make(cfg.env_id, cfg.num_envs, seed=cfg.seed, normalize_reward=cfg.normalize_reward, gamma=gamma,
-                        clip_reward=cfg.clip_reward, training=True, **common)
+        self.env = make(cfg.env_id, self.num_envs, seed=self.env_seed, normalize_reward=cfg.normalize_reward,
+                        gamma=gamma, clip_reward=cfg.clip_reward, training=True, **common)
         try:
             self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
         except BaseException:
@@ -181,8 +210,8 @@ class Trainer:
         set_training(self.eval_env, False)
         try:
             obs_space, act_space = self.env.single_observation_space, self.env.single_action_space
-            check_memory(f"a rollout of {cfg.num_envs} envs x {cfg.num_steps} steps",
-                         rollout_bytes(obs_space, act_space, cfg.num_envs, cfg.num_steps, max(cfg.hidden_sizes)),
+            check_memory(f"a rollout of {self.num_envs} envs x {cfg.num_steps} steps",
+                         rollout_bytes(obs_space, act_space, self.num_envs, cfg.num_steps, max(cfg.hidden_sizes)),
                          self.device, "lower --num-envs or --num-steps")
             sizes = [1 << 10, *cfg.hidden_sizes, 1 << 10]  # in/out sizes are small next to what this guards against
             weights = 2 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))  # actor and critic
@@ -201,6 +230,12 @@ class Trainer:
                 load_normalizer_state(self.env, pre.get("normalizer", {}))
             self.frozen = freeze(self.policy, cfg.freeze)
             self.agent: Agent = agent_cls(self.policy, agent_cfg)
+            if self.ctx is not None:
+                # every rank starts from rank 0's weights and draws the same minibatches; each samples its own actions
+                dist.broadcast_parameters([*self.policy.parameters(), *self.policy.buffers()])
+                self.agent.shuffle = torch.Generator().manual_seed(derived_seed(cfg.seed, 0x5F))
+                if self.rank:
+                    seed_everything(derived_seed(cfg.seed, self.rank))
         except BaseException:
             self.close_envs()
             raise
@@ -210,8 +245,10 @@ class Trainer:
         self.eval_env.close()
 
     # -------------------------------------------------------------------------------------- checkpoints
-    def payload(self, eval_mean: float | None = None, collector: Collector | None = None) -> dict[str, Any]:
-        """The checkpoint. With the collector it also holds what --resume needs (last.pt)."""
+    def payload(self, eval_mean: float | None = None, collector: Collector | None = None,
+                ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        """The checkpoint. With the collector it also holds what --resume needs (last.pt), with `ranks` (the ranks'
+        `rank_state`s) that of every rank of a torchrun job."""
         out = {
             "algo": self.cfg.algo,
             "env_id": self.cfg.env_id,
@@ -232,12 +269,23 @@ class Trainer:
         }
         if collector is not None:
             out["resume"] = {"env": env_state(self.env), "obs": collector.obs, "backend": self.backend}
+            if ranks is not None:  # under torchrun: each rank's envs, observations and generators, in rank order
+                out["resume"] = {"backend": self.backend, "ranks": ranks, "shuffle": self.agent.shuffle.get_state()}
         return out
 
+    def rank_state(self, collector: Collector) -> dict[str, Any]:
+        """What this rank alone holds and a resumed job needs (host tensors, to travel to rank 0)."""
+        return _to_cpu({"env": env_state(self.env), "obs": collector.obs, "rng": checkpoint.rng_state()})
+
     def save_last(self, collector: Collector, eval_mean: float | None = None) -> bool:
-        """Write last.pt; a non-finite state is refused (the previous last.pt stays) and reported."""
+        """Write last.pt; a non-finite state is refused (the previous last.pt stays) and reported. Under torchrun
+        every rank takes part (rank 0 gathers the ranks' states) and rank 0 writes."""
+        ranks = dist.gather_objects(self.rank_state(collector)) if self.ctx is not None else None
+        if not dist.is_main():
+            self.saved_step = self.global_step
+            return True
         try:
-            checkpoint.save(self.run_dir / "last.pt", self.payload(eval_mean, collector))
+            checkpoint.save(self.run_dir / "last.pt", self.payload(eval_mean, collector, ranks))
         except NonFiniteError as e:
             print(f"rlpg: warning: {e}", file=sys.stderr)
             return False
@@ -255,13 +303,16 @@ class Trainer:
         self.best_eval = float(payload.get("best_eval", -math.inf))
         self.skipped_updates = int(payload.get("skipped_updates", 0))
         state = payload["resume"]
-        exact = state["backend"] == "torch" and state["env"]["base"] is not None
-        load_env_state(self.env, state["env"], restore_base=exact)
-        checkpoint.set_rng_state(payload["rng"])
+        mine = state["ranks"][self.rank] if "ranks" in state else {**state, "rng": payload["rng"]}
+        exact = state["backend"] == "torch" and mine["env"]["base"] is not None
+        load_env_state(self.env, mine["env"], restore_base=exact)
+        checkpoint.set_rng_state(mine["rng"])
+        if "shuffle" in state:
+            self.agent.shuffle.set_state(state["shuffle"])
         if exact:  # the env continues mid-episode, exactly where it stopped
-            collector.obs = state["obs"].to(self.device)
-        else:  # a Gymnasium env cannot save its state: fresh episodes from a seed of its own
-            collector.reset(seed=derived_seed(self.cfg.seed, self.global_step))
+            collector.obs = mine["obs"].to(self.device)
+        else:  # a Gymnasium env cannot save its state: fresh episodes from a seed of its own (and of its rank)
+            collector.reset(seed=derived_seed(self.cfg.seed, self.global_step, *([self.rank] if self.rank else [])))
 
     def run_eval(self, logger: Logger, episodes: int, seed: int) -> tuple[float, float]:
         load_normalizer_state(self.eval_env, normalizer_state(self.env))
@@ -303,6 +354,22 @@ class Trainer:
         self._skips_in_a_row = 0
         return metrics
 
+    def agree(self, stop: StopSignals, due_by_time: bool) -> tuple[bool, bool]:
+        """Under torchrun, after each update: whether any rank was signalled (then every rank stops here) and whether
+        any rank's checkpoint clock ran out (then every rank saves), in one all-reduce that also checks that the
+        ranks hold the same parameters. Returns (stop, due_by_time) as agreed; a signal that arrives later waits for
+        the next update."""
+        check = dist.parameter_checksum([*self.policy.parameters()]).cpu()
+        flags = torch.cat([torch.tensor([float(stop.signum or 0), float(due_by_time)], dtype=torch.float64),
+                           check, -check])
+        flags = dist.all_reduce_max(flags)
+        if flags[0] and stop.signum is None:
+            stop.signum = int(flags[0])
+        if not torch.equal(flags[2:4], -flags[4:6]):
+            raise RuntimeError(f"the ranks hold different parameters after update {self.iteration}: the update was "
+                               "not the same on every rank (a bug in rlpg; please report it)")
+        return bool(flags[0]), bool(flags[1])
+
     # ---------------------------------------------------------------------------------------------- loop
     def request_stop(self, signum: int = signal.SIGTERM) -> None:
         """Stop at the end of the current iteration, save last.pt and return, as if `signum` had arrived (for code
@@ -324,26 +391,33 @@ class Trainer:
         resumed = self.resume_from is not None
         try:
             if resumed:
-                checkpoint.remove_orphans(self.run_dir / "last.pt")
-                checkpoint.remove_orphans(self.run_dir / "best.pt")
                 self.restore(self.resume_from, collector)
-                purge_events(self.run_dir, self.global_step)
+                if dist.is_main():
+                    checkpoint.remove_orphans(self.run_dir / "last.pt")
+                    checkpoint.remove_orphans(self.run_dir / "best.pt")
+                    purge_events(self.run_dir, self.global_step)
             else:
-                self.run_dir = create_run_dir(self.run_dir, self.explicit_name, self.overwrite)
-                collector.reset(seed=cfg.seed)
+                self.run_dir = dist.on_main(lambda: create_run_dir(self.run_dir, self.explicit_name, self.overwrite))
+                collector.reset(seed=self.env_seed)
         except BaseException:
             self.close_envs()
             raise
         resolved = {"train": to_dict(cfg), "agent": to_dict(self.agent_cfg)}
-        if not resumed:
+        if self.ctx is not None:  # the global batch is what the update sees; each rank collects its share
+            resolved["distributed"] = {"world_size": self.ctx.world_size, "backend": self.ctx.backend,
+                                       "num_envs_per_rank": self.num_envs,
+                                       "batch_size_per_rank": self.num_envs * cfg.num_steps,
+                                       "global_batch_size": cfg.batch_size}
+        main = dist.is_main()
+        if not resumed and main:
             (self.run_dir / "config.json").write_text(json.dumps(resolved, indent=2))
-        logger = Logger(self.run_dir, purge_step=self.global_step + 1 if resumed else None)
+        logger = Logger(self.run_dir, purge_step=self.global_step + 1 if resumed else None) if main else _Silent()
         if not resumed:
             logger.text("config", "```\n" + json.dumps(resolved, indent=2) + "\n```")
-        batch_size = cfg.batch_size
+        batch_size = cfg.batch_size  # global: every rank counts the steps of all ranks
         num_iterations = max(1, math.ceil(cfg.total_steps / batch_size))
-        bar = tqdm(total=num_iterations * batch_size, initial=self.global_step, unit="step", disable=not cfg.progress,
-                   dynamic_ncols=True, mininterval=0.5)
+        bar = tqdm(total=num_iterations * batch_size, initial=self.global_step, unit="step",
+                   disable=not (cfg.progress and main), dynamic_ncols=True, mininterval=0.5)
         self.saved_step: int | None = self.global_step if resumed else None
         self._skips_in_a_row = 0
         recent = math.nan
@@ -359,19 +433,26 @@ class Trainer:
                 consistent = stop.safe = False
                 rollout = collector.collect()
                 self.env.check_finite()  # on an accelerator CheckFinite reports a NaN or inf here, once per rollout
+                sync_normalizers(self.env)  # under torchrun: the ranks' running statistics merged
                 metrics = self.guarded_update(rollout, it / num_iterations)
                 prev_step = self.global_step
                 self.global_step += batch_size
                 self.iteration += 1
                 consistent = stop.safe = True
                 bar.update(batch_size)
+                due_by_time = bool(cfg.checkpoint_seconds) and time.perf_counter() - last_save >= cfg.checkpoint_seconds
+                stopping = stop.signum is not None  # checked again below: a signal during logging counts too
+                if self.ctx is not None:
+                    stopping, due_by_time = self.agree(stop, due_by_time)
                 if it % cfg.log_interval == 0 or it == num_iterations - 1:
                     sps = (self.global_step - start_step) / (time.perf_counter() - start)
+                    episodes = dist.all_reduce_sum(torch.stack([rollout.episode_count, rollout.episode_return_sum,
+                                                                rollout.episode_length_sum]))
                     host = to_host({
                         **(metrics or {}),
-                        "_count": rollout.episode_count,
-                        "_ret": rollout.episode_return_sum,
-                        "_len": rollout.episode_length_sum,
+                        "_count": episodes[0],
+                        "_ret": episodes[1],
+                        "_len": episodes[2],
                     })
                     count, ret_sum, len_sum = host.pop("_count"), host.pop("_ret"), host.pop("_len")
                     host["time/sps"] = sps
@@ -382,25 +463,25 @@ class Trainer:
                         host["rollout/episodic_length"] = len_sum / count
                     logger.write(host, self.global_step)
                     bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{recent:.1f}", refresh=False)
-                if stop.signum is not None:
+                if stop.signum is not None if self.ctx is None else stopping:
                     break
                 if cfg.histogram_interval and it % cfg.histogram_interval == 0:
                     logger.histograms(self.policy, self.global_step)
                 last = self.iteration == num_iterations
-                if _crossed(cfg.eval_interval, prev_step, self.global_step) and not last:
+                if _crossed(cfg.eval_interval, prev_step, self.global_step) and not last and main:
                     # periodic evaluations start from other states each time (reproducibly), so best.pt is not
                     # chosen on one fixed set of start states
                     eval_mean, eval_std = self.run_eval(logger, cfg.eval_episodes,
                                                         derived_seed(cfg.seed, self.global_step, 1))
                     bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{recent:.1f}", eval=f"{eval_mean:.1f}", refresh=False)
-                due_by_time = cfg.checkpoint_seconds and time.perf_counter() - last_save >= cfg.checkpoint_seconds
                 if (_crossed(cfg.checkpoint_interval, prev_step, self.global_step) or due_by_time) and not last:
                     self.save_last(collector)
                     last_save = time.perf_counter()
             train_seconds = time.perf_counter() - start
             if stop.signum is None:
                 # the final policy on the run's fixed evaluation seed (the figure `rlpg train` prints)
-                eval_mean, eval_std = self.run_eval(logger, cfg.eval_episodes, cfg.seed + 10_000)
+                if main:
+                    eval_mean, eval_std = self.run_eval(logger, cfg.eval_episodes, cfg.seed + 10_000)
                 finished = True
         except StopNow:
             train_seconds = train_seconds or time.perf_counter() - start
@@ -413,7 +494,8 @@ class Trainer:
             try:
                 # a state half way through an iteration (a second signal, an error) would not resume exactly:
                 # then the last periodic last.pt is kept instead
-                if consistent:
+                # (under torchrun a rank that failed cannot count on the others to join the save: it is skipped)
+                if consistent and not (failed and self.ctx is not None):
                     self.save_last(collector, eval_mean if finished else None)
                 if finished:
                     logger.hparams({**resolved["train"], **resolved["agent"]},
@@ -422,7 +504,7 @@ class Trainer:
             finally:
                 logger.close()
                 self.close_envs()
-                if failed and not resumed and self.global_step == 0:
+                if failed and not resumed and self.global_step == 0 and main:
                     shutil.rmtree(self.run_dir, ignore_errors=True)  # failed before its first update: nothing to keep
         return TrainResult(
             run_dir=self.run_dir,
@@ -438,6 +520,24 @@ class Trainer:
             saved_step=self.saved_step,
             skipped_updates=self.skipped_updates,
         )
+
+
+class _Silent:
+    """The logger of ranks other than 0 under torchrun: rank 0 alone writes events."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
+def _to_cpu(tree: Any) -> Any:
+    """A state tree with its tensors on the host."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu()
+    if isinstance(tree, dict):
+        return {k: _to_cpu(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_to_cpu(v) for v in tree)
+    return tree
 
 
 def _crossed(interval: int, before: int, after: int) -> bool:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
+from rlpg.distributed import all_reduce_sum, batch_mean, global_size
 from rlpg.policies import ActorCritic, detached
 
 Avp = Callable[[Tensor], Tensor]
@@ -110,11 +111,12 @@ def fisher_vector_product(policy: nn.Module, obs: Tensor, params: Sequence[Tenso
     params = list(params)
     if dist is None:
         dist = policy.dist(obs) if hasattr(policy, "dist") else policy(obs)
-    kl = kl_divergence(detached(dist), dist).mean()
+    # under torchrun each rank differentiates its share of the global mean KL and the products are summed over ranks
+    kl = batch_mean(kl_divergence(detached(dist), dist), global_size(obs.shape[0]))
     grad_kl = flat_grad(kl, params, retain_graph=True, create_graph=True)  # [P], differentiable
 
     def fvp(v: Tensor) -> Tensor:
-        return flat_grad(grad_kl.dot(v), params, retain_graph=True) + damping * v
+        return all_reduce_sum(flat_grad(grad_kl.dot(v), params, retain_graph=True)) + damping * v
 
     return fvp
 
@@ -205,13 +207,18 @@ def policy_evaluator(policy: ActorCritic, params: Sequence[Tensor], obs: Tensor,
     """The `f_eval` of `line_search`: x [P] -> set the actor to x, return (objective(dist), mean KL(old || dist)).
 
     obs: [B, ...]; `old` is the detached distribution before the step; `objective` is the agent's
-    surrogate of the new distribution (the loss stays in the agent). Runs under no_grad.
+    surrogate of the new distribution (the loss stays in the agent; under torchrun its share of the global mean,
+    like the KL here, and both are summed over ranks). Runs under no_grad.
     """
+    count = global_size(obs.shape[0])
 
     @torch.no_grad()
     def f_eval(x: Tensor) -> tuple[Tensor, Tensor]:
         set_flat_params(params, x)
         dist = policy.dist(obs)
-        return objective(dist), kl_divergence(old, dist).mean()
+        if count is None:
+            return objective(dist), kl_divergence(old, dist).mean()
+        f, kl = all_reduce_sum(torch.stack([objective(dist), batch_mean(kl_divergence(old, dist), count)]))
+        return f, kl
 
     return f_eval

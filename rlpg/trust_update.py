@@ -18,8 +18,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
-from rlpg.advantage import explained_variance, normalize
 from rlpg.config import positive
+from rlpg.distributed import all_reduce_sum, batch_mean, explained_variance, global_size, minibatches, normalize
 from rlpg.errors import ConfigError
 from rlpg.optim import GradNormMeter, NamedParams, grad_norm_metrics, grad_norms, set_lr, step_with_clip
 from rlpg.policies import ActorCritic, detached
@@ -45,7 +45,7 @@ class Direction:
     old: Distribution
     """the detached policy before the step"""
     f0: Tensor
-    """surrogate mean(ratio * A) at x0 (ratio = 1), with its graph"""
+    """surrogate mean(ratio * A) at x0 (ratio = 1) over the global batch, detached"""
     g: Tensor
     """gradient of the surrogate [P]"""
     step: NaturalStep
@@ -59,18 +59,19 @@ def natural_direction(agent: Any, batch: Batch) -> Direction:
     c = agent.config
     params = [p for _, p in agent.actor_named]
     adv = normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B]
+    count = global_size(len(batch))  # under torchrun: this rank's share of each mean, summed over ranks below
 
     def surrogate(dist: Distribution) -> Tensor:  # mean(ratio * A), maximised
-        return ((dist.log_prob(batch.actions) - batch.logp).exp() * adv).mean()
+        return batch_mean((dist.log_prob(batch.actions) - batch.logp).exp() * adv, count)
 
     dist = agent.policy.dist(batch.obs)
     old = detached(dist)
     f0 = surrogate(dist)
-    g = flat_grad(f0, params, retain_graph=True)  # [P]
+    g = all_reduce_sum(flat_grad(f0, params, retain_graph=True))  # [P]
     fvp = fisher_vector_product(agent.policy, batch.obs, params, c.cg_damping, dist=dist)
     step = natural_gradient_direction(fvp, g, c.max_kl, c.cg_iters, c.cg_residual_tol)
     evaluate = policy_evaluator(agent.policy, params, batch.obs, old, surrogate)
-    return Direction(params, flat_params(params), old, f0, g, step, evaluate)
+    return Direction(params, flat_params(params), old, all_reduce_sum(f0.detach()), g, step, evaluate)
 
 
 def finish_update(agent: Any, batch: Batch, progress: float, d: Direction, kl: Tensor, improvement: Tensor,
@@ -80,14 +81,15 @@ def finish_update(agent: Any, batch: Batch, progress: float, d: Direction, kl: T
     lr = c.learning_rate * (1.0 - progress) if c.anneal_lr else c.learning_rate
     set_lr(agent.vf_optimizer, lr)
     v_loss, meter = fit_critic(agent.policy, agent.vf_optimizer, agent.critic_named, batch.obs, batch.returns,
-                               c.vf_epochs, c.vf_minibatches, c.max_grad_norm, c.norm_type, c.clip_value)
+                               c.vf_epochs, c.vf_minibatches, c.max_grad_norm, c.norm_type, c.clip_value,
+                               agent.shuffle)
     step_size = torch.linalg.vector_norm(flat_params(d.params) - d.x0)
     metrics = {
         # the surrogate loss after the step: -surrogate(new) = -(f0 + improvement); -f0 when no step was kept. Before
         # the step it is -mean(A), ~0 with normalised advantages, so -f0 alone would say nothing.
-        "train/policy_loss": -(d.f0.detach() + improvement),
+        "train/policy_loss": -(d.f0 + improvement),
         "train/value_loss": v_loss,
-        "train/entropy": d.old.entropy().mean(),
+        "train/entropy": all_reduce_sum(batch_mean(d.old.entropy(), global_size(len(batch)))),
         "train/explained_variance": explained_variance(batch.values, batch.returns),
         "train/learning_rate": torch.tensor(lr),
     }
@@ -97,25 +99,21 @@ def finish_update(agent: Any, batch: Batch, progress: float, d: Direction, kl: T
 
 
 def fit_critic(policy: ActorCritic, optimizer: torch.optim.Optimizer, params: NamedParams, obs: Tensor,
-               returns: Tensor, epochs: int, minibatches: int, max_grad_norm: float | None, norm_type: float,
-               clip_value: float | None) -> tuple[Tensor, GradNormMeter]:
-    """Regress V(obs) on `returns` with the critic's own optimizer: `epochs` passes of `minibatches`
+               returns: Tensor, epochs: int, num_minibatches: int, max_grad_norm: float | None, norm_type: float,
+               clip_value: float | None, shuffle: torch.Generator | None = None) -> tuple[Tensor, GradNormMeter]:
+    """Regress V(obs) on `returns` with the critic's own optimizer: `epochs` passes of `num_minibatches`
     shuffled minibatches, each a 0.5 * MSE step through step_with_clip (so clipping and the gradient-norm
-    measurement apply). obs: [B, ...]; returns: [B]. Returns (mean value loss, the critic's norm meter)."""
+    measurement apply). obs: [B, ...]; returns: [B]; shuffle: see rlpg.distributed.minibatches. Returns (mean value
+    loss, the critic's norm meter)."""
     meter = GradNormMeter([n for n, _ in params])
     x = policy.preprocess(obs)  # [B, D], once rather than per minibatch
-    size = x.shape[0]
-    mb = size // minibatches
     loss_sum = torch.zeros((), device=x.device)
     for _ in range(epochs):
-        perm = torch.randperm(size, device=x.device)
-        b_x, b_returns = x[perm], returns[perm]  # one gather per epoch; minibatches are contiguous views
-        for k in range(minibatches):
-            mb_slice = slice(k * mb, (k + 1) * mb)
-            loss = 0.5 * (policy.critic(b_x[mb_slice]).squeeze(-1) - b_returns[mb_slice]).pow(2).mean()
+        for idx, count in minibatches(x.shape[0], num_minibatches, x.device, shuffle):
+            loss = 0.5 * batch_mean((policy.critic(x[idx]).squeeze(-1) - returns[idx]).pow(2), count)
             meter.add(*step_with_clip(optimizer, loss, params, max_grad_norm, norm_type, clip_value))
             loss_sum += loss.detach()
-    return loss_sum / (epochs * minibatches), meter
+    return all_reduce_sum(loss_sum) / (epochs * num_minibatches), meter
 
 
 def trust_region_metrics(actor_named: NamedParams, g: Tensor, critic: GradNormMeter, norm_type: float,
