@@ -15,7 +15,7 @@ from torch import Tensor
 
 from rlpg.advantage import rollout_gae
 from rlpg.config import AgentConfig, positive
-from rlpg.distributed import all_reduce_sum, batch_mean, explained_variance, minibatches, normalize
+from rlpg.distributed import all_reduce_sum, batch_mean, explained_variance, minibatches, normalize_each
 from rlpg.errors import ConfigError
 from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
 from rlpg.policies import ActorCritic
@@ -94,13 +94,16 @@ class PPO:
         for _ in range(c.update_epochs):
             epochs += 1
             # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
-            for idx, count in minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle):
+            parts = list(minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle))
+            # per minibatch; under torchrun over the global minibatch, every minibatch's moments in one all-reduce
+            advs = normalize_each(batch.advantages, [idx for idx, _ in parts]) if c.norm_adv else None
+            for k, (idx, count) in enumerate(parts):
                 mb = batch.index(idx)
                 dist = self.policy.dist(mb.obs)
                 newlogp = dist.log_prob(mb.actions)  # [M]
                 logratio = newlogp - mb.logp
                 ratio = logratio.exp()
-                adv = normalize(mb.advantages) if c.norm_adv else mb.advantages
+                adv = advs[k] if advs is not None else mb.advantages
 
                 pg_loss = batch_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), count)
                 new_values = self.policy.value(mb.obs)
