@@ -124,12 +124,15 @@ def _train(argv: Sequence[str]) -> int:
         from rlpg.runtime import keep_heap_memory
 
         keep_heap_memory()
-    try:
-        return _run_trainer(trainer, cfg, what)
-    finally:
-        from rlpg.distributed import shutdown
+    from rlpg.distributed import shutdown
 
-        shutdown()
+    try:
+        code = _run_trainer(trainer, cfg, what)
+    except BaseException:
+        shutdown(together=False)
+        raise
+    shutdown()
+    return code
 
 
 def _run_trainer(trainer: Any, cfg: Any, what: str) -> int:

@@ -118,10 +118,17 @@ def setup(device: torch.device, timeout_s: float = 1800.0) -> tuple[Context | No
     return _ctx, device
 
 
-def shutdown() -> None:
-    """Leave the job (the process group is destroyed); a no-op in a single process."""
+def shutdown(together: bool = True) -> None:
+    """Leave the job (the process group is destroyed); a no-op in a single process.
+
+    together: every rank is leaving now (the run ended, or every rank stopped at the same update), so they first wait
+    for each other; a rank that tears its connections down while another still uses them can abort that one's
+    gloo thread ("terminate called without an active exception"). False after an error on this rank, when the
+    others may never arrive."""
     global _ctx
     if _ctx is not None and torch.distributed.is_initialized():
+        if together:
+            torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     _ctx = None
 

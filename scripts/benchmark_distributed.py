@@ -54,7 +54,8 @@ def train_sps(args: list[str], nproc: int, threads: int, logdir: Path, name: str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workloads", nargs="+", default=["cartpole", "hopper", "hopper-trpo"], choices=sorted(WORKLOADS))
+    parser.add_argument("--workloads", nargs="+", default=["cartpole", "hopper", "hopper-trpo"],
+                        choices=sorted(WORKLOADS))
     parser.add_argument("--nproc", type=int, default=2, help="processes of the distributed side (default: 2)")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported")
     args = parser.parse_args()
