@@ -163,7 +163,8 @@ class TrainConfig:
     """glibc: keep freed memory in malloc's heap for reuse (rlpg.runtime.keep_heap_memory) rather than page-faulting
     every large tensor in again; the process keeps its peak memory until it exits"""
     async_envs: bool = False
-    """gymnasium backend: step environments in subprocesses (AsyncVectorEnv)"""
+    """gymnasium backend: split the sub-envs over one process per core, stepped at the same time (the same results;
+    pays off from a few hundred cheap envs, or a few slow ones)"""
     normalize_obs: bool | None = None
     """normalise observations with running statistics (saved in checkpoints); none: on for continuous-action (Box)
     tasks without a preset, off otherwise"""

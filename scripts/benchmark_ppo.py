@@ -84,8 +84,10 @@ def run_sb3(seed: int, total: int, device: str) -> tuple[float, float]:
     return model.num_timesteps / wall, float(mean)
 
 
-def throughput(num_envs: int, backend: str, iterations: int, device: str, epochs: int) -> float:
-    """End-to-end PPO training steps/s (rollout + GAE + update + logging) at `num_envs`, after one warm-up update."""
+def throughput(num_envs: int, backend: str, iterations: int, device: str, epochs: int, async_envs: bool = False
+               ) -> float:
+    """PPO training steps/s (rollout + GAE + update + logging: the training loop's own time, as SB3's learn(); making
+    the envs and the final evaluation are not counted) at `num_envs`, after one warm-up update."""
     num_steps = 16
     batch = num_envs * num_steps
     common = dict(
@@ -101,11 +103,11 @@ def throughput(num_envs: int, backend: str, iterations: int, device: str, epochs
         logdir="/tmp/rlpg-bench",
         device=device,
         torch_threads=torch.get_num_threads(),
+        async_envs=async_envs,
     )
     rlpg.train("ppo", "CartPole-v1", total_steps=batch, **common)  # warm-up (allocations, lazy imports)
-    t = time.perf_counter()
     result = rlpg.train("ppo", "CartPole-v1", total_steps=batch * iterations, **common)
-    return result.global_step / (time.perf_counter() - t)
+    return result.global_step / result.train_seconds
 
 
 def sb3_throughput(n_envs: int, n_steps: int, batch_size: int, n_epochs: int, iterations: int, device: str) -> float:
@@ -157,6 +159,8 @@ def main_throughput(args: argparse.Namespace) -> None:
             if n <= args.max_gym_envs:
                 its = max(2, args.iterations // 4)
                 cols.setdefault(("gym", n), []).append(throughput(n, "gymnasium", its, args.device, args.epochs))
+                cols.setdefault(("split", n), []).append(throughput(n, "gymnasium", its, args.device, args.epochs,
+                                                                    async_envs=True))
                 if has_sb3:
                     cols.setdefault(("sb3", n), []).append(
                         sb3_throughput(n, 16, n * 16 // 4, args.epochs, its, "cpu")
@@ -169,16 +173,18 @@ def main_throughput(args: argparse.Namespace) -> None:
             f"stable-baselines3 with rl-zoo's CartPole settings (8 envs, batch 256, 20 epochs): {zoo_sps:,.0f} steps/s "
             f"(repeats: {', '.join(f'{z:,.0f}' for z in zoo)})"
         )
-    print("SB3 same = SB3 PPO with the same envs/steps/minibatches/epochs as the row (DummyVecEnv)")
+    print("SB3 same = SB3 PPO with the same envs/steps/minibatches/epochs as the row (DummyVecEnv); gym split = rlpg's "
+          "gymnasium backend with --async-envs (sub-envs split over one process per core)")
     print(
-        f"{'num_envs':>9}{'rlpg torch':>12}{'rlpg gym':>10}{'SB3 same':>10}{'torch/gym':>10}{'torch/SB3 same':>15}"
-        f"{'torch/SB3 zoo':>14}"
+        f"{'num_envs':>9}{'rlpg torch':>12}{'rlpg gym':>10}{'gym split':>11}{'SB3 same':>10}{'gym/SB3':>9}"
+        f"{'split/SB3':>10}{'torch/SB3 same':>15}{'torch/SB3 zoo':>14}"
     )
     for n in args.num_envs:
         t_sps, g_sps, s_sps = med[("torch", n)], med.get(("gym", n), nan), med.get(("sb3", n), nan)
+        p_sps = med.get(("split", n), nan)
         print(
-            f"{n:>9}{t_sps:>12,.0f}{g_sps:>10,.0f}{s_sps:>10,.0f}{t_sps / g_sps:>9.1f}x{t_sps / s_sps:>14.1f}x"
-            f"{t_sps / zoo_sps:>13.1f}x"
+            f"{n:>9}{t_sps:>12,.0f}{g_sps:>10,.0f}{p_sps:>11,.0f}{s_sps:>10,.0f}{g_sps / s_sps:>8.2f}x"
+            f"{p_sps / s_sps:>9.2f}x{t_sps / s_sps:>14.1f}x{t_sps / zoo_sps:>13.1f}x"
         )
 
 

@@ -1,0 +1,141 @@
+"""The Gymnasium backend's own vector loop (SameStepVecEnv) steps exactly as Gymnasium's SyncVectorEnv in SAME_STEP
+autoreset mode: the same observations, final observations, rewards and flags, bit for bit, over episodes that end by
+termination and by truncation, with discrete and continuous (clipped) actions, and the same episode statistics."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlpg.envs import make
+from rlpg.envs.gym import GymVecEnv, SameStepVecEnv, SplitVecEnv
+from rlpg.errors import RLPGError
+
+
+def reference_steps(env_id, num_envs, seed, actions, env_kwargs=None):
+    """(obs, final_obs, rewards, terminated, truncated) per step from gymnasium's SyncVectorEnv, as rlpg read it."""
+    env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="sync",
+                       vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP}, **(env_kwargs or {}))
+    out = [(env.reset(seed=seed)[0], None, None, None, None)]
+    for a in actions:
+        obs, reward, terminated, truncated, info = env.step(a)
+        final = np.array(obs, copy=True)
+        for i in np.flatnonzero(info.get("_final_obs", np.zeros(num_envs, bool))):
+            final[i] = info["final_obs"][i]
+        out.append((obs, final, reward, terminated, truncated))
+    env.close()
+    return out
+
+
+@pytest.mark.parametrize("env_id, steps", [("CartPole-v1", 300), ("Pendulum-v1", 450), ("MountainCar-v0", 420),
+                                           ("Acrobot-v1", 520)])
+def test_same_steps_as_gymnasium_sync_vector_env(env_id, steps):
+    n, seed = 5, 11
+    space = gym.make(env_id).action_space
+    space.seed(3)
+    actions = [np.stack([space.sample() for _ in range(n)]) for _ in range(steps)]
+    ref = reference_steps(env_id, n, seed, actions)
+    for env in (SameStepVecEnv([lambda: gym.make(env_id)] * n), SplitVecEnv([lambda: gym.make(env_id)] * n, 2)):
+        check_against_reference(env, env_id, seed, actions, ref)
+
+
+def check_against_reference(env, env_id, seed, actions, ref):
+    obs, _ = env.reset(seed=seed)
+    assert np.array_equal(obs, ref[0][0])
+    ends = {"terminated": 0, "truncated": 0}
+    for t, a in enumerate(actions, start=1):
+        obs, final, reward, terminated, truncated, final_infos = env.step(a)
+        r_obs, r_final, r_reward, r_term, r_trunc = ref[t]
+        assert np.array_equal(obs, r_obs) and np.array_equal(final, r_final), t
+        assert np.array_equal(reward, r_reward) and reward.dtype == r_reward.dtype
+        assert np.array_equal(terminated, r_term) and np.array_equal(truncated, r_trunc)
+        assert sorted(final_infos) == np.flatnonzero(terminated | truncated).tolist()
+        ends["terminated"] += int(terminated.sum())
+        ends["truncated"] += int(truncated.sum())
+    env.close()
+    if env_id in ("Pendulum-v1", "MountainCar-v0", "Acrobot-v1"):
+        assert ends["truncated"] > 0  # time limits were hit (random actions rarely finish these)
+    if env_id == "CartPole-v1":
+        assert ends["terminated"] > 0
+
+
+def test_returned_arrays_are_not_overwritten_by_the_next_step():
+    env = SameStepVecEnv([lambda: gym.make("CartPole-v1")] * 3)
+    obs0, _ = env.reset(seed=0)
+    first = obs0.copy()
+    obs1, final1, reward1, *_ = env.step(np.zeros(3, dtype=np.int64))
+    kept = obs1.copy(), final1.copy(), reward1.copy()
+    env.step(np.ones(3, dtype=np.int64))
+    assert np.array_equal(obs0, first)
+    assert all(np.array_equal(a, b) for a, b in zip((obs1, final1, reward1), kept, strict=True))
+    env.close()
+
+
+def test_gym_vec_env_clips_box_actions_and_reports_final_obs():
+    env = make("Pendulum-v1", 2, backend="gymnasium")
+    obs, _ = env.reset(seed=0)
+    low = torch.full((2, 1), -100.0)
+    for _ in range(200):
+        obs, reward, terminated, truncated, info = env.step(low)
+    # torque clipped to -2 (a torque of -100 would give a far larger cost); truncation at 200 with final_obs set
+    assert bool(truncated.all()) and not bool(terminated.any())
+    assert not torch.equal(info["final_obs"], obs)
+    assert float(reward.min()) > -20
+    env.close()
+
+
+def test_async_and_own_loop_agree():
+    """`--async-envs` (gymnasium's AsyncVectorEnv) and the default own loop see the same episodes."""
+    a, b = (GymVecEnv("CartPole-v1", 3, async_envs=flag) for flag in (False, True))
+    try:
+        oa, _ = a.reset(seed=4)
+        ob, _ = b.reset(seed=4)
+        assert torch.equal(oa, ob)
+        g = torch.Generator().manual_seed(0)
+        for _ in range(60):
+            act = torch.randint(0, 2, (3,), generator=g)
+            sa, sb = a.step(act), b.step(act)
+            for x, y in zip(sa[:4], sb[:4], strict=True):
+                assert torch.equal(x, y)
+            assert torch.equal(sa[4]["final_obs"], sb[4]["final_obs"])
+    finally:
+        a.close()
+        b.close()
+
+
+class Breaks(gym.Env):
+    """Fails on its third step."""
+
+    observation_space = gym.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        if self.t == 3:
+            raise ValueError("sensor offline")
+        return np.zeros(2, np.float32), 1.0, False, False, {}
+
+
+class Fine(Breaks):
+    def step(self, action):
+        return np.zeros(2, np.float32), 1.0, False, False, {}
+
+
+def test_a_failing_env_in_a_worker_is_one_clear_error():
+    env = SplitVecEnv([Fine, Fine, Breaks, Breaks], 2)  # sub-envs 2 and 3 live in the worker
+    procs = list(env.procs)
+    assert len(procs) == 1 and procs[0].is_alive()
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros(4, dtype=np.int64))
+        env.step(np.zeros(4, dtype=np.int64))
+        with pytest.raises(RLPGError, match="sensor offline"):
+            env.step(np.zeros(4, dtype=np.int64))
+    finally:
+        env.close()
+    assert not procs[0].is_alive()
