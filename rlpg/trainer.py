@@ -267,10 +267,10 @@ class Trainer:
                 "action": checkpoint.space_to_dict(self.env.single_action_space),
             },
         }
-        if collector is not None:
+        if collector is not None and ranks is not None:  # torchrun: each rank's envs, observations and generators
+            out["resume"] = {"backend": self.backend, "ranks": ranks, "shuffle": self.agent.shuffle.get_state()}
+        elif collector is not None:
             out["resume"] = {"env": env_state(self.env), "obs": collector.obs, "backend": self.backend}
-            if ranks is not None:  # under torchrun: each rank's envs, observations and generators, in rank order
-                out["resume"] = {"backend": self.backend, "ranks": ranks, "shuffle": self.agent.shuffle.get_state()}
         return out
 
     def rank_state(self, collector: Collector) -> dict[str, Any]:
