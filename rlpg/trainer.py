@@ -529,15 +529,20 @@ class _Silent:
         return lambda *args, **kwargs: None
 
 
+def _map_tensors(tree: Any, fn: Any) -> Any:
+    """`tree` (nested dicts / lists / tuples, as a state_dict) with fn applied to each of its tensors."""
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {k: _map_tensors(v, fn) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return type(tree)(_map_tensors(v, fn) for v in tree)
+    return tree
+
+
 def _to_cpu(tree: Any) -> Any:
     """A state tree with its tensors on the host."""
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().cpu()
-    if isinstance(tree, dict):
-        return {k: _to_cpu(v) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(_to_cpu(v) for v in tree)
-    return tree
+    return _map_tensors(tree, lambda t: t.detach().cpu())
 
 
 def _crossed(interval: int, before: int, after: int) -> bool:
@@ -548,10 +553,4 @@ def _crossed(interval: int, before: int, after: int) -> bool:
 
 def _clone(tree: Any) -> Any:
     """A deep copy of a state_dict's tensors (nested dicts / lists), for undoing an update."""
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().clone()
-    if isinstance(tree, dict):
-        return {k: _clone(v) for k, v in tree.items()}
-    if isinstance(tree, list | tuple):
-        return type(tree)(_clone(v) for v in tree)
-    return tree
+    return _map_tensors(tree, lambda t: t.detach().clone())
