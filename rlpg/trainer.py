@@ -202,12 +202,14 @@ class Trainer:
         # evaluation env plays the game as it is scored (see rlpg.envs.make)
         self.env = make(cfg.env_id, self.num_envs, seed=self.env_seed, normalize_reward=cfg.normalize_reward,
                         gamma=gamma, clip_reward=cfg.clip_reward, training=True, **common)
-        try:
-            self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
-        except BaseException:
-            self.env.close()
-            raise
-        set_training(self.eval_env, False)
+        self.eval_env: Any = None  # under torchrun rank 0 alone evaluates
+        if dist.is_main():
+            try:
+                self.eval_env = make(cfg.env_id, cfg.num_eval_envs, seed=cfg.seed + 10_000, **common)
+            except BaseException:
+                self.env.close()
+                raise
+            set_training(self.eval_env, False)
         try:
             obs_space, act_space = self.env.single_observation_space, self.env.single_action_space
             check_memory(f"a rollout of {self.num_envs} envs x {cfg.num_steps} steps",
@@ -242,7 +244,8 @@ class Trainer:
 
     def close_envs(self) -> None:
         self.env.close()
-        self.eval_env.close()
+        if self.eval_env is not None:
+            self.eval_env.close()
 
     # -------------------------------------------------------------------------------------- checkpoints
     def payload(self, eval_mean: float | None = None, collector: Collector | None = None,
