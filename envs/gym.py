@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -190,7 +191,12 @@ def _answer(conn: Any) -> Any:
 
 
 def _worker(conn: Any, fns: Any, lo: int, hi: int, shm: dict[str, Any]) -> None:
-    """Steps sub-envs lo..hi-1 of a SplitVecEnv on command."""
+    """Steps sub-envs lo..hi-1 of a SplitVecEnv on command. Stop signals are left to the parent (Ctrl-C and a
+    scheduler's SIGTERM reach the whole process group): it finishes its update, saves last.pt and closes the workers,
+    which a worker that died of the signal would turn into an error instead."""
+    for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        if s is not None:
+            signal.signal(s, signal.SIG_IGN)
     try:
         envs = SameStepVecEnv(fns.fn)
         views = {k: _view(*v) for k, v in shm.items()}

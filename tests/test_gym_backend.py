@@ -139,3 +139,20 @@ def test_a_failing_env_in_a_worker_is_one_clear_error():
     finally:
         env.close()
     assert not procs[0].is_alive()
+
+
+def test_workers_leave_stop_signals_to_the_parent():
+    """Ctrl-C or a scheduler's SIGTERM reaches the workers too; they keep stepping so the trainer can finish its update
+    and save."""
+    import os
+    import signal
+
+    env = SplitVecEnv([lambda: gym.make("CartPole-v1")] * 4, 2)
+    try:
+        env.reset(seed=0)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            os.kill(env.procs[0].pid, sig)
+        env.step(np.zeros(4, dtype=np.int64))
+        assert env.procs[0].is_alive()
+    finally:
+        env.close()
