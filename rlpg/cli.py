@@ -428,10 +428,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"rlpg: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_USAGE
-    # SIGTERM / SIGUSR1 before the training loop takes them over (importing torch, building envs): stop quietly
+    # SIGINT / SIGTERM / SIGUSR1 before the training loop takes them over (importing torch, building envs): stop
+    # quietly. SIGINT too raises StopNow rather than KeyboardInterrupt: a KeyboardInterrupt that passes through a C
+    # extension's embedded Python code while torch is imported (pybind11's exec) sets CPython's "unhandled
+    # KeyboardInterrupt" flag even though main() catches it, and the process then kills itself with SIGINT at exit
+    # (exit status -2 instead of 130)
     previous = {}
     try:
-        for s in (signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
+        for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
             if s is not None:
                 previous[s] = signal.signal(s, _stop_during_start_up)
     except ValueError:  # not the main thread (main() called from a thread): leave the handlers alone
