@@ -429,10 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlpg: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_USAGE
     # SIGINT / SIGTERM / SIGUSR1 before the training loop takes them over (importing torch, building envs): stop
-    # quietly. SIGINT too raises StopNow rather than KeyboardInterrupt: a KeyboardInterrupt that passes through a C
-    # extension's embedded Python code while torch is imported (pybind11's exec) sets CPython's "unhandled
-    # KeyboardInterrupt" flag even though main() catches it, and the process then kills itself with SIGINT at exit
-    # (exit status -2 instead of 130)
+    # quietly. SIGINT too raises StopNow rather than KeyboardInterrupt: now and then (under load, SIGINT during the
+    # import of torch) a caught KeyboardInterrupt still ended the process with SIGINT at exit (status -2 instead of
+    # 130), as CPython does when its "unhandled KeyboardInterrupt" flag is set; that flag is set by any nested run of
+    # embedded Python code (PyRun_*, e.g. pybind11's exec) that a KeyboardInterrupt passes through, whoever catches it
     previous = {}
     try:
         for s in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGUSR1", None)):
