@@ -152,6 +152,9 @@ def _run_trainer(trainer: Any, cfg: Any, what: str) -> int:
     if main:
         print(f"rlpg: {what} ({trainer.backend} backend, {settings}, {envs}, device {trainer.device}) -> "
               f"{trainer.run_dir}", flush=True)
+    if _start_up_signal:
+        trainer.close_envs()
+        raise StopNow(_start_up_signal[0])
     result = trainer.run()
     if not main:
         return 128 + result.signal if result.interrupted and result.signal else 0
@@ -404,7 +407,14 @@ def _presets(argv: Sequence[str]) -> int:
 COMMANDS = {"train": _train, "eval": _eval, "export": _export, "bench": _bench, "plot": _plot, "presets": _presets}
 
 
+_start_up_signal: list[int] = []
+"""a stop signal that arrived during start-up (see _stop_during_start_up)"""
+
+
 def _stop_during_start_up(signum: int, frame: object) -> None:
+    # remembered too: a library's bare `except:` around an import can swallow the StopNow, and the run must still stop
+    # before it trains (checked in _run_trainer)
+    _start_up_signal.append(signum)
     raise StopNow(signum)
 
 
@@ -425,6 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0
     command, rest = argv[0], argv[1:]
+    _start_up_signal.clear()
     if command not in COMMANDS:
         print(f"rlpg: error: unknown command {command!r}; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         return EXIT_USAGE

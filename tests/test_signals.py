@@ -124,3 +124,28 @@ def test_sigkill_at_any_point_leaves_loadable_checkpoints_that_resume(tmp_path, 
     steps = checkpoint.load(run / "last.pt")["global_step"]
     assert steps > 0
     assert resume_briefly(capsys, run) == steps + 2048
+
+
+def test_a_start_up_signal_that_a_library_swallowed_still_stops_the_run(tmp_path, capsys, monkeypatch):
+    """The StopNow of a signal during start-up can be swallowed by a bare `except:` in some library's import; the run
+    must still stop, before training, with the signal's exit code and nothing left behind."""
+    from rlpg import cli
+    from rlpg.trainer import Trainer
+
+    build = Trainer.__init__
+
+    def build_then_swallow_a_signal(self, *args, **kwargs):
+        build(self, *args, **kwargs)
+        try:
+            cli._stop_during_start_up(signal.SIGTERM, None)
+        except BaseException:  # noqa: B036 - what the library does
+            pass
+
+    monkeypatch.setattr(Trainer, "__init__", build_then_swallow_a_signal)
+    code = cli.main(["train", "--total-steps", "4096", "--logdir", str(tmp_path), "--run-name", "r",
+                     "--progress", "false"])
+    err = capsys.readouterr().err
+    assert code == 143 and "interrupted (SIGTERM); nothing was saved" in err
+    assert not (tmp_path / "r").exists()
+    monkeypatch.undo()
+    assert cli.main(["presets", "--algo", "npg"]) == 0  # the next command starts clean
