@@ -135,7 +135,7 @@ def recipe(env_id: str, training: bool = False, env_kwargs: dict[str, Any] | Non
 
 
 def make_single(r: Recipe) -> gym.Env:
-    """One sub-env as the vector env builds it (for its spaces)."""
+    """One sub-env as the vector env builds it (envs/gym.py), also for its spaces."""
     env = gym.make(r.env_id, **r.env_kwargs)
     try:
         for wrap in r.wrappers:

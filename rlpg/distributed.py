@@ -265,14 +265,7 @@ def normalize(x: Tensor, eps: float = 1e-8) -> Tensor:
     corrected) std of every rank's rows; x as it is when the global batch has fewer than two rows."""
     if _ctx is None:
         return _normalize(x, eps)
-    x64 = x.detach().to(torch.float64)
-    n, s, ss = all_reduce_sum(torch.stack([torch.tensor(float(x.numel()), dtype=torch.float64, device=x.device),
-                                           x64.sum(), x64.pow(2).sum()]))
-    if n < 2:
-        return x
-    mean = s / n
-    std = ((ss - s * mean).clamp(min=0) / (n - 1)).sqrt()
-    return (x - mean.to(x.dtype)) / (std.to(x.dtype) + eps)
+    return normalize_each(x, [slice(None)], eps)[0]
 
 
 def normalize_each(x: Tensor, index_sets: Sequence[Tensor | slice], eps: float = 1e-8) -> list[Tensor]:
