@@ -146,13 +146,17 @@ def event_span(run_dir: Path) -> float:
 
 
 class Runner:
-    """Runs the benchmark's missing runs one after another (each an `rlpg train` subprocess) and records them."""
+    """Runs the benchmark's missing runs (each an `rlpg train` subprocess), `jobs` at a time, and records each as it
+    finishes."""
 
-    def __init__(self, bench: Bench) -> None:
+    def __init__(self, bench: Bench, jobs: int = 1) -> None:
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {jobs}")
         self.bench = bench
+        self.jobs = jobs
         self.out = bench.out
         self.results = self.out / "results.csv"
-        self.child: subprocess.Popen | None = None
+        self.children: dict[str, subprocess.Popen] = {}
         self.stopped: int | None = None
 
     def command(self, algo: str, env_id: str, seed: int) -> list[str]:
@@ -169,49 +173,70 @@ class Runner:
 
     def _forward(self, signum: int, frame: object) -> None:
         self.stopped = signum
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)  # the run saves last.pt; the next `rlpg bench` resumes it
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signum)  # the run saves last.pt; the next `rlpg bench` resumes it
 
     def run(self) -> int:
-        """Run what is missing; returns the number of runs recorded now. A stop signal ends the benchmark after
-        the current run has saved its checkpoint."""
+        """Run what is missing; returns the number of runs recorded now. A stop signal ends the benchmark once the
+        runs under way have saved their checkpoints."""
         (self.out / "runs").mkdir(parents=True, exist_ok=True)
         rows = read_results(self.results)
         done = {(r["library"], r["algo"], r["env_id"], r["seed"]) for r in rows}
         todo = [r for r in self.bench.runs() if ("rlpg", r[0], r[1], str(r[2])) not in done]
         previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
         recorded = 0
+        started: dict[str, tuple[str, str, int, float]] = {}
+        failed: list[str] = []
         try:
-            for i, (algo, env_id, seed) in enumerate(todo, 1):
-                name = run_name(algo, env_id, seed)
-                print(f"rlpg bench: [{i}/{len(todo)}] {name}", flush=True)
-                run_dir = self.out / "runs" / name
-                start = time.perf_counter()
-                wall: float | None = None
-                if trained(run_dir):  # stopped after its last update, before it was scored: score it now
-                    code, wall = 0, event_span(run_dir)
-                else:
+            queue = list(enumerate(todo, 1))
+            while queue or self.children:
+                while queue and len(self.children) < self.jobs and self.stopped is None and not failed:
+                    i, (algo, env_id, seed) = queue.pop(0)
+                    name = run_name(algo, env_id, seed)
+                    print(f"rlpg bench: [{i}/{len(todo)}] {name}", flush=True)
+                    run_dir = self.out / "runs" / name
+                    if trained(run_dir):  # stopped after its last update, before it was scored: score it now
+                        self._record(rows, algo, env_id, seed, run_dir, event_span(run_dir))
+                        recorded += 1
+                        continue
+                    started[name] = (algo, env_id, seed, time.perf_counter())
                     with (self.out / "runs" / f"{name}.log").open("a") as log:
                         # its own session: a Ctrl-C reaches the run once, through _forward, so it saves first
-                        self.child = subprocess.Popen(self.command(algo, env_id, seed), stdout=log,
-                                                      stderr=subprocess.STDOUT, start_new_session=True)
-                        code = self.child.wait()
-                if self.stopped is not None:
-                    print(f"rlpg bench: stopped; {name} saved its last.pt and continues on the next rlpg bench",
-                          flush=True)
-                    return recorded
-                if code != 0:
-                    raise RLPGError(f"run {name} failed with exit code {code}; see {self.out / 'runs' / name}.log")
-                wall = time.perf_counter() - start if wall is None else wall
-                rows.append({k: str(v) for k, v in self.record(algo, env_id, seed, run_dir, wall).items()})
-                write_results(self.results, rows)
-                (self.out / "results.md").write_text(summary_table(rows))
-                recorded += 1
-            self.draw()
+                        self.children[name] = subprocess.Popen(self.command(algo, env_id, seed), stdout=log,
+                                                               stderr=subprocess.STDOUT, start_new_session=True)
+                if not self.children:
+                    break
+                finished = [(n, c.returncode) for n, c in self.children.items() if c.poll() is not None]
+                if not finished:
+                    time.sleep(0.2)
+                    continue
+                for name, code in finished:
+                    del self.children[name]
+                    algo, env_id, seed, start = started.pop(name)
+                    if self.stopped is not None:
+                        print(f"rlpg bench: stopped; {name} saved its last.pt and continues on the next rlpg bench",
+                              flush=True)
+                    elif code != 0:
+                        failed.append(f"run {name} failed with exit code {code}; see {self.out / 'runs' / name}.log")
+                    else:
+                        self._record(rows, algo, env_id, seed, self.out / "runs" / name, time.perf_counter() - start)
+                        recorded += 1
+            if failed:
+                raise RLPGError("; ".join(failed))
+            if self.stopped is None:
+                self.draw()
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return recorded
+
+    def _record(self, rows: list[dict[str, str]], algo: str, env_id: str, seed: int, run_dir: Path,
+                wall: float) -> None:
+        """Score a finished run and rewrite results.csv and results.md with it."""
+        rows.append({k: str(v) for k, v in self.record(algo, env_id, seed, run_dir, wall).items()})
+        write_results(self.results, rows)
+        (self.out / "results.md").write_text(summary_table(rows))
 
     def record(self, algo: str, env_id: str, seed: int, run_dir: Path, wall: float) -> dict[str, Any]:
         from rlpg import checkpoint

@@ -23,17 +23,29 @@ def rows(out):
         return list(csv.DictReader(f))
 
 
+def event_times(run_dir):
+    """(first, last) wall time of a run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    times = [Event.FromString(r).wall_time for p in run_dir.glob("events.out.tfevents.*")
+             for r in RawEventFileLoader(str(p)).Load()]
+    return min(times), max(times)
+
+
 def test_a_benchmark_records_every_run_once_with_final_and_best_scores(tmp_path, capsys):
     out = tmp_path / "b"
     argv = ["bench", "--algos", "ppo", "npg", "--envs", "CartPole-v1", "--seeds", "1", "--total-steps", "2048",
-            "--eval-points", "4", "--eval-episodes", "5", "--out", str(out), "--", *SMALL]
+            "--eval-points", "4", "--eval-episodes", "5", "--jobs", "2", "--out", str(out), "--", *SMALL]
     assert main(argv) == 0
-    recorded = rows(out)
-    assert [(r["algo"], r["seed"], r["steps"]) for r in recorded] == [("ppo", "1", "2048"), ("npg", "1", "2048")]
+    recorded = rows(out)  # two at a time: recorded in the order they finish
+    assert sorted((r["algo"], r["seed"], r["steps"]) for r in recorded) == [("npg", "1", "2048"), ("ppo", "1", "2048")]
     for r in recorded:  # the scores are the deterministic returns of last.pt and best.pt on the benchmark's seed
         assert float(r["final_return"]) == pytest.approx(score(out / "runs" / f"CartPole-v1__{r['algo']}__1" /
                                                                "last.pt", 5))
         assert 8 <= float(r["best_return"]) <= 500
+    spans = [event_times(out / "runs" / f"CartPole-v1__{a}__1") for a in ("ppo", "npg")]
+    assert spans[0][0] < spans[1][1] and spans[1][0] < spans[0][1]  # --jobs 2: the two runs trained side by side
     table = (out / "results.md").read_text()
     assert "| CartPole-v1 | npg | rlpg | 2048 | 1 |" in table and "| CartPole-v1 | ppo | rlpg | 2048 | 1 |" in table
     assert (out / "curves.png").stat().st_size > 10_000
@@ -111,6 +123,8 @@ def test_bad_benchmark_settings_are_refused():
         Bench([], ["CartPole-v1"], [1], 100, None)
     with pytest.raises(ConfigError, match="must be > 0"):
         Bench(["ppo"], ["CartPole-v1"], [1], 0, None)
+    with pytest.raises(ConfigError, match="--jobs must be >= 1"):
+        Runner(Bench(["ppo"], ["CartPole-v1"], [1], 100, None), jobs=0)
 
 
 def test_rlpg_plot_draws_runs_and_refuses_bad_paths(tmp_path, capsys):
