@@ -67,7 +67,12 @@ def install_hint(env_id: str) -> str:
         return install_line("atari")
     if env_id.startswith(MINATAR_PREFIX):
         return install_line("minatar")
-    return f"for MuJoCo tasks: {install_line('mujoco')}"
+    spec = gym.envs.registry.get(env_id)
+    entry = str(spec.entry_point) if spec is not None else ""
+    for extra in ("box2d", "mujoco"):  # Gymnasium's own families, known by their entry point's module
+        if f"envs.{extra}" in entry:
+            return install_line(extra)
+    return f"for MuJoCo tasks: {install_line('mujoco')}; for Box2D tasks: {install_line('box2d')}"
 
 
 def register_family(env_id: str) -> None:

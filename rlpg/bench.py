@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rlpg.checkpoint import atomic_write
-from rlpg.errors import ConfigError, RLPGError
+from rlpg.errors import ConfigError, RLPGError, install_line
 
 COLUMNS = ("library", "algo", "env_id", "seed", "steps", "final_return", "best_return", "train_minutes", "run_dir")
 EVAL_SEED = 12345
@@ -45,6 +45,8 @@ class Bench:
     """periodic evaluations per run (their returns draw the curves and choose best.pt)"""
     train_args: list[str] = field(default_factory=list)
     """further `rlpg train` flags for every run"""
+    sb3: str = "off"
+    """also run SB3 / sb3-contrib with rl-zoo's settings for ppo and trpo: on, off, or auto (when installed)"""
 
     def __post_init__(self) -> None:
         if not self.algos or not self.envs or not self.seeds:
@@ -53,13 +55,27 @@ class Bench:
             raise ConfigError("--total-steps, --eval-episodes and --eval-points must be > 0")
         if any(not 0 <= s < 2**32 for s in self.seeds):
             raise ConfigError("--seeds must lie in [0, 2**32 - 1]")
+        if self.sb3 not in ("on", "off", "auto"):
+            raise ConfigError(f"--sb3 must be on, off or auto, got {self.sb3!r}")
+        from rlpg import bench_sb3
 
-    def runs(self) -> list[tuple[str, str, int]]:
-        return [(a, e, s) for e in self.envs for a in self.algos for s in self.seeds]
+        if self.sb3 == "on" and not bench_sb3.available():
+            raise ConfigError(f"--sb3 on needs stable-baselines3 and sb3-contrib: {install_line('bench')}")
+        if self.sb3 == "auto":
+            self.sb3 = "on" if bench_sb3.available() else "off"
+
+    def runs(self) -> list[tuple[str, str, str, int]]:
+        """(library, algo, env_id, seed) of every run; SB3's beside rlpg's where SB3 has the algorithm."""
+        from rlpg.bench_sb3 import SB3_ALGOS
+
+        libraries = ("rlpg", "sb3") if self.sb3 == "on" else ("rlpg",)
+        return [(lib, a, e, s) for e in self.envs for a in self.algos for s in self.seeds for lib in libraries
+                if lib == "rlpg" or a in SB3_ALGOS]
 
 
-def run_name(algo: str, env_id: str, seed: int) -> str:
-    return f"{env_id.replace('/', '_').replace(':', '_')}__{algo}__{seed}"
+def run_name(algo: str, env_id: str, seed: int, library: str = "rlpg") -> str:
+    name = f"{env_id.replace('/', '_').replace(':', '_')}__{algo}__{seed}"
+    return name if library == "rlpg" else f"{name}__{library}"
 
 
 def read_results(path: Path) -> list[dict[str, str]]:
@@ -171,6 +187,14 @@ class Runner:
                 "--eval-interval", str(interval), "--eval-episodes", str(b.eval_episodes), "--progress", "false",
                 *(["--overwrite"] if run_dir.exists() else []), *b.train_args]
 
+    def sb3_command(self, algo: str, env_id: str, seed: int) -> list[str]:
+        b = self.bench
+        return [sys.executable, "-m", "rlpg.bench_sb3", "--algo", algo, "--env", env_id, "--seed", str(seed),
+                "--total-steps", str(b.total_steps), "--run-dir", str(self.out / "runs" / run_name(algo, env_id, seed,
+                                                                                                   "sb3")),
+                "--eval-interval", str(max(1, b.total_steps // b.eval_points)), "--eval-episodes",
+                str(b.eval_episodes), "--eval-seed", str(EVAL_SEED)]
+
     def _forward(self, signum: int, frame: object) -> None:
         self.stopped = signum
         for child in self.children.values():
@@ -183,28 +207,34 @@ class Runner:
         (self.out / "runs").mkdir(parents=True, exist_ok=True)
         rows = read_results(self.results)
         done = {(r["library"], r["algo"], r["env_id"], r["seed"]) for r in rows}
-        todo = [r for r in self.bench.runs() if ("rlpg", r[0], r[1], str(r[2])) not in done]
+        todo = [r for r in self.bench.runs() if (r[0], r[1], r[2], str(r[3])) not in done]
         previous = {s: signal.signal(s, self._forward) for s in (signal.SIGINT, signal.SIGTERM)}
         recorded = 0
+        if self.bench.sb3 == "on":
+            print("rlpg bench: SB3's PPO and sb3-contrib's TRPO run beside rlpg's, with rl-zoo's settings "
+                  "(--sb3 off to skip them)", flush=True)
         started: dict[str, tuple[str, str, int, float]] = {}
         failed: list[str] = []
         try:
             queue = list(enumerate(todo, 1))
             while queue or self.children:
                 while queue and len(self.children) < self.jobs and self.stopped is None and not failed:
-                    i, (algo, env_id, seed) = queue.pop(0)
-                    name = run_name(algo, env_id, seed)
+                    i, (library, algo, env_id, seed) = queue.pop(0)
+                    name = run_name(algo, env_id, seed, library)
                     print(f"rlpg bench: [{i}/{len(todo)}] {name}", flush=True)
                     run_dir = self.out / "runs" / name
-                    if trained(run_dir):  # stopped after its last update, before it was scored: score it now
-                        self._record(rows, algo, env_id, seed, run_dir, event_span(run_dir))
+                    # trained, not yet recorded (stopped in between): record it without training again
+                    if (trained(run_dir) if library == "rlpg" else (run_dir / "result.json").is_file()):
+                        self._record(rows, library, algo, env_id, seed, run_dir, event_span(run_dir))
                         recorded += 1
                         continue
-                    started[name] = (algo, env_id, seed, time.perf_counter())
+                    started[name] = (library, algo, env_id, seed, time.perf_counter())
+                    command = self.command(algo, env_id, seed) if library == "rlpg" else self.sb3_command(
+                        algo, env_id, seed)
                     with (self.out / "runs" / f"{name}.log").open("a") as log:
                         # its own session: a Ctrl-C reaches the run once, through _forward, so it saves first
-                        self.children[name] = subprocess.Popen(self.command(algo, env_id, seed), stdout=log,
-                                                               stderr=subprocess.STDOUT, start_new_session=True)
+                        self.children[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                                               start_new_session=True)
                 if not self.children:
                     break
                 finished = [(n, c.returncode) for n, c in self.children.items() if c.poll() is not None]
@@ -213,14 +243,15 @@ class Runner:
                     continue
                 for name, code in finished:
                     del self.children[name]
-                    algo, env_id, seed, start = started.pop(name)
+                    library, algo, env_id, seed, start = started.pop(name)
                     if self.stopped is not None:
                         print(f"rlpg bench: stopped; {name} saved its last.pt and continues on the next rlpg bench",
                               flush=True)
                     elif code != 0:
                         failed.append(f"run {name} failed with exit code {code}; see {self.out / 'runs' / name}.log")
                     else:
-                        self._record(rows, algo, env_id, seed, self.out / "runs" / name, time.perf_counter() - start)
+                        self._record(rows, library, algo, env_id, seed, self.out / "runs" / name,
+                                     time.perf_counter() - start)
                         recorded += 1
             if failed:
                 raise RLPGError("; ".join(failed))
@@ -231,10 +262,12 @@ class Runner:
                 signal.signal(s, handler)
         return recorded
 
-    def _record(self, rows: list[dict[str, str]], algo: str, env_id: str, seed: int, run_dir: Path,
+    def _record(self, rows: list[dict[str, str]], library: str, algo: str, env_id: str, seed: int, run_dir: Path,
                 wall: float) -> None:
         """Score a finished run and rewrite results.csv and results.md with it."""
-        rows.append({k: str(v) for k, v in self.record(algo, env_id, seed, run_dir, wall).items()})
+        row = self.record(algo, env_id, seed, run_dir, wall) if library == "rlpg" else self.record_sb3(
+            algo, env_id, seed, run_dir)
+        rows.append({k: str(v) for k, v in row.items()})
         write_results(self.results, rows)
         (self.out / "results.md").write_text(summary_table(rows))
 
@@ -248,6 +281,15 @@ class Runner:
                 "final_return": f"{score(run_dir / 'last.pt', episodes):.2f}",
                 "best_return": f"{score(best, episodes):.2f}", "train_minutes": f"{wall / 60:.2f}",
                 "run_dir": str(run_dir)}
+
+    def record_sb3(self, algo: str, env_id: str, seed: int, run_dir: Path) -> dict[str, Any]:
+        """An SB3 run's row from the result.json it wrote (scored like rlpg's runs, see rlpg.bench_sb3)."""
+        import json
+
+        result = json.loads((run_dir / "result.json").read_text())
+        return {"library": "sb3", "algo": algo, "env_id": env_id, "seed": seed, "steps": result["steps"],
+                "final_return": f"{result['final_return']:.2f}", "best_return": f"{result['best_return']:.2f}",
+                "train_minutes": f"{result['train_minutes']:.2f}", "run_dir": str(run_dir)}
 
     def draw(self) -> Path | None:
         """curves.png of every run so far (needs matplotlib; said and skipped without it)."""

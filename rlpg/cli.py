@@ -361,13 +361,16 @@ def _bench(argv: Sequence[str]) -> int:
     parser.add_argument("--out", required=True, help="directory of the runs, results.csv, results.md, curves.png")
     parser.add_argument("--eval-episodes", type=int, default=20, help="episodes of each score (default: 20)")
     parser.add_argument("--eval-points", type=int, default=20, help="periodic evaluations per run (default: 20)")
+    parser.add_argument("--sb3", choices=("auto", "on", "off"), default="auto",
+                        help="also run SB3's PPO / sb3-contrib's TRPO with rl-zoo's settings, side by side "
+                        "(auto: when the bench extra is installed)")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs at the same time (default: 1; at most one per core: each run uses one thread)")
     argv = list(argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
     args = parser.parse_args(argv[: argv.index("--")] if "--" in argv else argv)
     bench = Bench(args.algos, args.envs, args.seeds, args.total_steps, Path(args.out), args.eval_episodes,
-                  args.eval_points, extra)
+                  args.eval_points, extra, args.sb3)
     runner = Runner(bench, args.jobs)
     recorded = runner.run()
     print(f"rlpg bench: {recorded} run(s) recorded; results in {runner.results} and {bench.out / 'results.md'}")

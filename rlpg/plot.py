@@ -57,7 +57,9 @@ def read_curve(run_dir: Path, tags: tuple[str, ...] = TAGS) -> Curve | None:
     if not usable:
         return None
     events = logged[usable[0]]
-    return Curve(run_dir, config["algo"], config["env_id"], int(config["seed"]), usable[0],
+    library = config.get("library", "rlpg")  # rlpg bench's SB3 runs are drawn beside rlpg's, named apart
+    algo = config["algo"] if library == "rlpg" else f"{config['algo']} ({library})"
+    return Curve(run_dir, algo, config["env_id"], int(config["seed"]), usable[0],
                  np.array([e.step for e in events], dtype=np.int64),
                  np.array([e.value for e in events], dtype=np.float64))
 

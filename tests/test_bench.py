@@ -36,7 +36,8 @@ def event_times(run_dir):
 def test_a_benchmark_records_every_run_once_with_final_and_best_scores(tmp_path, capsys):
     out = tmp_path / "b"
     argv = ["bench", "--algos", "ppo", "npg", "--envs", "CartPole-v1", "--seeds", "1", "--total-steps", "2048",
-            "--eval-points", "4", "--eval-episodes", "5", "--jobs", "2", "--out", str(out), "--", *SMALL]
+            "--eval-points", "4", "--eval-episodes", "5", "--jobs", "2", "--sb3", "off", "--out", str(out), "--",
+            *SMALL]
     assert main(argv) == 0
     recorded = rows(out)  # two at a time: recorded in the order they finish
     assert sorted((r["algo"], r["seed"], r["steps"]) for r in recorded) == [("npg", "1", "2048"), ("ppo", "1", "2048")]
@@ -60,7 +61,7 @@ def test_a_benchmark_records_every_run_once_with_final_and_best_scores(tmp_path,
 def test_a_stopped_benchmark_resumes_its_unfinished_run(tmp_path):
     out = tmp_path / "b"
     cmd = [sys.executable, "-m", "rlpg.cli", "bench", "--envs", "CartPole-v1", "--seeds", "1", "--total-steps",
-           "3000000", "--out", str(out), "--", "--checkpoint-interval", "1"]
+           "3000000", "--sb3", "off", "--out", str(out), "--", "--checkpoint-interval", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     last = out / "runs" / "CartPole-v1__ppo__1" / "last.pt"
@@ -92,7 +93,7 @@ def test_a_run_trained_but_not_yet_scored_is_scored_without_training_again(tmp_p
     would be refused (the run has no steps left)."""
     out = tmp_path / "b"
     argv = ["bench", "--envs", "CartPole-v1", "--seeds", "1", "--total-steps", "2048", "--eval-points", "2",
-            "--eval-episodes", "3", "--out", str(out), "--", *SMALL]
+            "--eval-episodes", "3", "--sb3", "off", "--out", str(out), "--", *SMALL]
     assert main(argv) == 0
     first = rows(out)
     log = out / "runs" / "CartPole-v1__ppo__1.log"

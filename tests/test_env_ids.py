@@ -220,8 +220,13 @@ def test_a_dict_holding_an_image_is_refused(capsys, env_module, tmp_path):
     ("ALE/Breakout-v5", ("ale_py",), ".[atari]"),
     ("ALE/NoSuchGame-v5", ("ale_py",), ".[atari]"),
     ("MinAtar/Breakout-v1", ("minatar", "minatar.gym"), ".[minatar]"),
+    ("LunarLander-v3", ("Box2D",), ".[box2d]"),
+    ("BipedalWalker-v3", ("Box2D",), ".[box2d]"),
+    ("Hopper-v5", ("mujoco",), ".[mujoco]"),
 ])
 def test_a_missing_family_package_names_its_extra_not_a_guess(capsys, tmp_path, monkeypatch, env_id, blocked, extra):
+    for name in [m for m in sys.modules if m.startswith(("gymnasium.envs.box2d", "gymnasium.envs.mujoco"))]:
+        monkeypatch.delitem(sys.modules, name)  # imported again, now without the blocked package
     for name in blocked:
         monkeypatch.setitem(sys.modules, name, None)  # `import name` now raises ImportError, as when not installed
     line = one_line_error(capsys, "train", "--env", env_id, "--logdir", str(tmp_path),
