@@ -89,14 +89,15 @@ def test_pendulum_help_shows_both_preset_entries_and_no_normalisation(capsys, mo
 
 
 def test_help_without_a_preset_shows_defaults_and_the_derived_normalisation(capsys, monkeypatch):
-    out, notes = help_of(capsys, monkeypatch, "train", "--env", "MountainCarContinuous-v0", "--help")
-    assert "Training ppo on MountainCarContinuous-v0 (torch backend): no preset, the defaults apply (with " \
+    out, notes = help_of(capsys, monkeypatch, "train", "--algo", "reinforce", "--env", "MountainCarContinuous-v0",
+                         "--help")
+    assert "Training reinforce on MountainCarContinuous-v0 (torch backend): no preset, the defaults apply (with " \
            "observation and reward normalisation: a Box-action task)." in out
     assert notes["num_envs"] == ("default", None, str(TrainConfig.num_envs))
     assert notes["normalize_obs"] == ("default", None, "auto = true for MountainCarContinuous-v0")
     assert notes["normalize_reward"] == ("default", None, "auto = true for MountainCarContinuous-v0")
     assert not any(source == "preset" for source, _, _ in notes.values())
-    assert_notes_match_the_run(notes, "ppo", "MountainCarContinuous-v0", {})
+    assert_notes_match_the_run(notes, "reinforce", "MountainCarContinuous-v0", {})
     # an env that cannot be made here: its derived settings are not guessed
     out, notes = help_of(capsys, monkeypatch, "train", "--env", "NoSuchEnv-v0", "--help")
     assert "NoSuchEnv-v0 cannot be made here" in out and notes["normalize_obs"] == ("default", None, "auto")
@@ -131,8 +132,8 @@ def test_presets_lists_every_entry_with_its_settings_and_filters(capsys):
     assert set(blocks(capsys.readouterr().out)) == {"/".join(k) for k in PRESETS if k[1] == "Pendulum-v1"}
     assert main(["presets", "--algo", "ppo", "--env", "CartPole-v1"]) == 0
     assert list(blocks(capsys.readouterr().out)) == ["ppo/CartPole-v1", "ppo/CartPole-v1/torch"]  # as they apply
-    assert main(["presets", "--env", "Hopper-v5"]) == 0
-    assert capsys.readouterr().out.startswith("rlpg: no preset for --env Hopper-v5: a run takes the defaults")
+    assert main(["presets", "--env", "Ant-v5"]) == 0
+    assert capsys.readouterr().out.startswith("rlpg: no preset for --env Ant-v5: a run takes the defaults")
     assert main(["presets", "--algo", "ppo2"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rlpg: error: unknown algorithm 'ppo2'; did you mean 'ppo'") and len(err.splitlines()) == 1
