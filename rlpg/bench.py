@@ -225,7 +225,9 @@ class Runner:
                     run_dir = self.out / "runs" / name
                     # trained, not yet recorded (stopped in between): record it without training again
                     if (trained(run_dir) if library == "rlpg" else (run_dir / "result.json").is_file()):
-                        self._record(rows, library, algo, env_id, seed, run_dir, event_span(run_dir))
+                        timed = self.out / "runs" / f"{name}.seconds"
+                        seconds = float(timed.read_text()) if timed.is_file() else event_span(run_dir)
+                        self._record(rows, library, algo, env_id, seed, run_dir, seconds)
                         recorded += 1
                         continue
                     started[name] = (library, algo, env_id, seed, time.perf_counter())
@@ -244,14 +246,14 @@ class Runner:
                 for name, code in finished:
                     del self.children[name]
                     library, algo, env_id, seed, start = started.pop(name)
+                    seconds = self._add_seconds(name, time.perf_counter() - start)
                     if self.stopped is not None:
                         print(f"rlpg bench: stopped; {name} saved its last.pt and continues on the next rlpg bench",
                               flush=True)
                     elif code != 0:
                         failed.append(f"run {name} failed with exit code {code}; see {self.out / 'runs' / name}.log")
                     else:
-                        self._record(rows, library, algo, env_id, seed, self.out / "runs" / name,
-                                     time.perf_counter() - start)
+                        self._record(rows, library, algo, env_id, seed, self.out / "runs" / name, seconds)
                         recorded += 1
             if failed:
                 raise RLPGError("; ".join(failed))
@@ -261,6 +263,14 @@ class Runner:
             for s, handler in previous.items():
                 signal.signal(s, handler)
         return recorded
+
+    def _add_seconds(self, name: str, seconds: float) -> float:
+        """Add one stretch of a run's wall time to OUT/runs/NAME.seconds; returns its total over every stretch (a
+        run stopped and continued is timed by its stretches, not by the hours between them)."""
+        path = self.out / "runs" / f"{name}.seconds"
+        total = (float(path.read_text()) if path.is_file() else 0.0) + seconds
+        atomic_write(path, lambda f: f.write(f"{total:.3f}\n".encode()))
+        return total
 
     def _record(self, rows: list[dict[str, str]], library: str, algo: str, env_id: str, seed: int, run_dir: Path,
                 wall: float) -> None:

@@ -76,6 +76,8 @@ def test_a_stopped_benchmark_resumes_its_unfinished_run(tmp_path):
     saved = checkpoint.load(last)["global_step"]
     assert 0 < saved < 3_000_000
     assert not (out / "results.csv").exists()
+    first_stretch = float((out / "runs" / "CartPole-v1__ppo__1.seconds").read_text())
+    assert first_stretch > 1.0
     # the next benchmark continues that run (shortened here through Bench's own API) and records it
     bench = Bench(["ppo"], ["CartPole-v1"], [1], 3_000_000, out)
     runner = Runner(bench)
@@ -85,6 +87,7 @@ def test_a_stopped_benchmark_resumes_its_unfinished_run(tmp_path):
                                  "--total-steps", str(saved + 4096), "--progress", "false"]
     assert runner.run() == 1
     assert rows(out)[0]["steps"] == str(saved + 4096)
+    assert float(rows(out)[0]["train_minutes"]) * 60 > first_stretch  # both stretches of the run, not the last one
     assert "resuming ppo on CartPole-v1" in (out / "runs" / "CartPole-v1__ppo__1.log").read_text()
 
 
