@@ -6,6 +6,7 @@ State [N, 4]: x, x_dot, theta, theta_dot (Gymnasium's order); obs [N, 4] float32
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ class CartPole(TorchVecEnv):
         self,
         num_envs: int,
         device: str | torch.device = "cpu",
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         max_episode_steps: int | None = None,
         gravity: float = 9.8,
         masscart: float = 1.0,

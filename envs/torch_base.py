@@ -8,6 +8,10 @@ A task subclasses it once and supplies three tensor functions (shapes: N = num_e
     _transition(state [N, S], actions) -> next_state [N, S], reward [N] float32, terminated [N] bool
     _observation(state [N, S]) -> obs [N, D] float32
 
+Many seeds in one env (rlpg.stacked): `seed` may be a list of K seeds; the N rows then form K groups of N / K, each
+drawing its reset states from a generator of its own, exactly as an env of N / K rows seeded with that seed alone
+would (row group k of the K-seed env steps as that env does).
+
 `step` never branches on tensor values and never moves data between host and device, so it runs under
 `torch.cuda.set_sync_debug_mode("error")`; the reset draws are computed for every row at every step and selected
 with `torch.where`.
@@ -16,6 +20,7 @@ with `torch.where`.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -48,11 +53,14 @@ class TorchVecEnv:
         self,
         num_envs: int,
         device: str | torch.device = "cpu",
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         max_episode_steps: int | None = None,
     ) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        groups = 1 if seed is None or isinstance(seed, int) else len(seed)
+        if groups < 1 or num_envs % groups:
+            raise ValueError(f"num_envs ({num_envs}) must be a multiple of the number of seeds ({groups})")
         if max_episode_steps is None:
             max_episode_steps = self.default_max_episode_steps
         if max_episode_steps < 1:
@@ -70,11 +78,12 @@ class TorchVecEnv:
             low, high = (torch.as_tensor(b, dtype=self.state_dtype, device=self.device)
                          for b in (self.single_action_space.low, self.single_action_space.high))
             self._action_low, self._action_high = low, high
-        self.generator = torch.Generator(device=self.device)
+        self.generators = [torch.Generator(device=self.device) for _ in range(groups)]
+        self.generator = self.generators[0]
         if seed is None:
             self.generator.seed()
         else:
-            self.generator.manual_seed(seed)
+            self._seed(seed)
         self._state = torch.zeros(num_envs, self.state_dim, dtype=self.state_dtype, device=self.device)
         self._elapsed = torch.zeros(num_envs, dtype=torch.int64, device=self.device)
         self._needs_reset = True  # Gymnasium's OrderEnforcing: step() before reset() is an error
@@ -94,15 +103,29 @@ class TorchVecEnv:
 
     # ---- helpers for tasks ----------------------------------------------------------------------------------------
     def _uniform(self, low: float, high: float, shape: tuple[int, ...]) -> Tensor:
-        """Uniform draws in [low, high) of `shape` from the env's own generator (Gymnasium's np_random.uniform)."""
-        u = torch.rand(shape, generator=self.generator, dtype=self.state_dtype, device=self.device)
+        """Uniform draws in [low, high) of `shape` (rows first) from the env's own generator (Gymnasium's
+        np_random.uniform); with K seeds, each group of rows from its own generator."""
+        if len(self.generators) == 1:
+            u = torch.rand(shape, generator=self.generator, dtype=self.state_dtype, device=self.device)
+        else:
+            part = (shape[0] // len(self.generators), *shape[1:])
+            u = torch.cat([torch.rand(part, generator=g, dtype=self.state_dtype, device=self.device)
+                           for g in self.generators])
         return u * (high - low) + low
 
+    def _seed(self, seed: int | Sequence[int]) -> None:
+        seeds = [seed] if isinstance(seed, int) else list(seed)
+        if len(seeds) != len(self.generators):
+            raise ValueError(f"this env has {len(self.generators)} seed group(s); reset got {len(seeds)} seed(s)")
+        for g, s in zip(self.generators, seeds, strict=True):
+            g.manual_seed(s)
+
     # ---- the VecEnv API -------------------------------------------------------------------------------------------
-    def reset(self, seed: int | None = None) -> tuple[Tensor, dict[str, Any]]:
-        """Reset every sub-env; reseed the env's generator first when `seed` is given. Returns obs [N, D], {}."""
+    def reset(self, seed: int | Sequence[int] | None = None) -> tuple[Tensor, dict[str, Any]]:
+        """Reset every sub-env; reseed the env's generator(s) first when `seed` is given (one seed per group). Returns
+        obs [N, D], {}."""
         if seed is not None:
-            self.generator.manual_seed(seed)
+            self._seed(seed)
         self._state = self._initial_state()
         self._elapsed = torch.zeros_like(self._elapsed)
         self._needs_reset = False
@@ -179,6 +202,7 @@ class TorchVecEnv:
             "state": self._state.cpu(),
             "elapsed": self._elapsed.cpu(),
             "generator": self.generator.get_state(),
+            **({"generators": [g.get_state() for g in self.generators]} if len(self.generators) > 1 else {}),
             "needs_reset": self._needs_reset,
         }
 
@@ -194,7 +218,11 @@ class TorchVecEnv:
             raise ValueError("saved env state is not finite")
         self._state = state["state"].to(device=self.device, dtype=self.state_dtype).clone()
         self._elapsed = state["elapsed"].to(device=self.device, dtype=torch.int64).clone()
-        self.generator.set_state(state["generator"].cpu())
+        saved = state.get("generators", [state["generator"]])
+        if len(saved) != len(self.generators):
+            raise ValueError(f"saved env state has {len(saved)} seed group(s), this env {len(self.generators)}")
+        for g, g_state in zip(self.generators, saved, strict=True):
+            g.set_state(g_state.cpu())
         self._needs_reset = bool(state["needs_reset"])
 
     def _check_actions(self, actions: Tensor) -> Tensor:

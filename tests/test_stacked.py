@@ -1,0 +1,172 @@
+"""K seeds stacked in one network: each seed computes what its own ActorCritic computes, gets its own gradient, its
+own optimizer steps, its own clipping and its own samples."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from rlpg.errors import ConfigError
+from rlpg.optim import make_optimizer
+from rlpg.policies import ActorCritic
+from rlpg.stacked import StackedActorCritic, clip_per_seed, sample, seed_grad_norms
+
+K, N = 3, 5
+SPACES = {
+    "discrete": (gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(3)),
+    "box": (gym.spaces.Box(-1, 1, (3,)), gym.spaces.Box(-2, 2, (2,))),
+    "multidiscrete": (gym.spaces.Box(-1, 1, (4,)), gym.spaces.MultiDiscrete([2, 3])),
+    "discrete-obs": (gym.spaces.Discrete(6), gym.spaces.Discrete(2)),
+}
+
+
+def policies(obs_space, act_space, k=K):
+    out = []
+    for s in range(k):
+        torch.manual_seed(100 + s)  # as a single run of that seed builds its policy
+        out.append(ActorCritic(obs_space, act_space, (16, 16), log_std_init=-0.3 * s))
+    return out
+
+
+def observations(obs_space, n=N, k=K):
+    g = torch.Generator().manual_seed(0)
+    if isinstance(obs_space, gym.spaces.Discrete):
+        return torch.randint(0, obs_space.n, (k, n), generator=g)
+    return torch.randn((k, n, *obs_space.shape), generator=g)
+
+
+@pytest.mark.parametrize("kind", SPACES)
+def test_each_seed_computes_what_its_own_policy_computes(kind):
+    obs_space, act_space = SPACES[kind]
+    singles = policies(obs_space, act_space)
+    stacked = StackedActorCritic(singles)
+    obs = observations(obs_space)
+    d = stacked.dist(obs)
+    assert d.batch_shape == (K, N)
+    actions = d.mode
+    for k, single in enumerate(singles):
+        dk = single.dist(obs[k])
+        torch.testing.assert_close(d.log_prob(actions)[k], dk.log_prob(actions[k]), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(d.entropy()[k], dk.entropy(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(actions[k], dk.mode.to(actions.dtype))
+        torch.testing.assert_close(stacked.value(obs)[k], single.value(obs[k]), rtol=1e-5, atol=1e-6)
+        # seed k out and back: the single run's names, shapes and values
+        assert stacked.state_dict_of(k).keys() == dict(single.named_parameters()).keys()
+        for name, p in stacked.policy(k).state_dict().items():
+            torch.testing.assert_close(p, single.state_dict()[name])
+
+
+@pytest.mark.parametrize("kind", SPACES)
+def test_sampling_draws_each_seed_from_its_own_generator_like_a_single_run(kind):
+    obs_space, act_space = SPACES[kind]
+    singles = policies(obs_space, act_space)
+    stacked = StackedActorCritic(singles)
+    obs = observations(obs_space)
+    generators = [torch.Generator().manual_seed(7 + k) for k in range(K)]
+    batched = [sample(stacked.dist(obs), generators) for _ in range(3)]  # three steps
+    for k, single in enumerate(singles):
+        torch.manual_seed(7 + k)  # a single run samples from the global generator
+        for step in range(3):
+            torch.testing.assert_close(batched[step][k], single.dist(obs[k]).sample().to(batched[step].dtype),
+                                       rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd", "rmsprop"])
+def test_one_optimizer_over_stacked_parameters_is_k_independent_optimizers_with_per_seed_clipping(optimizer):
+    obs_space, act_space = SPACES["box"]
+    singles = policies(obs_space, act_space)
+    stacked = StackedActorCritic(singles)
+    obs = observations(obs_space)
+    actions = torch.randn(K, N, 2, generator=torch.Generator().manual_seed(3))
+    returns = torch.randn(K, N, generator=torch.Generator().manual_seed(4)) * 10  # large: clipping bites
+    max_norm = 0.5
+
+    def loss_of(policy, o, a, r):  # a per-seed loss; the stacked loss is the sum over seeds
+        return -(policy.dist(o).log_prob(a) * r).mean(-1) + ((policy.value(o) - r) ** 2).mean(-1)
+
+    opt = make_optimizer(optimizer, stacked.parameters(), 1e-2)
+    single_opts = [make_optimizer(optimizer, s.parameters(), 1e-2) for s in singles]
+    for _ in range(3):
+        opt.zero_grad()
+        loss_of(stacked, obs, actions, returns).sum().backward()
+        grads = [p.grad for p in stacked.parameters()]
+        total, per = seed_grad_norms(grads)
+        clip_per_seed(grads, total, max_norm)
+        opt.step()
+        for k, (single, sopt) in enumerate(zip(singles, single_opts, strict=True)):
+            sopt.zero_grad()
+            loss_of(single, obs[k], actions[k], returns[k]).backward()
+            before = torch.stack([p.grad.norm() for p in single.parameters()])
+            norm = torch.nn.utils.clip_grad_norm_(single.parameters(), max_norm)
+            assert norm > max_norm  # the clip is exercised
+            torch.testing.assert_close(total[k], norm, rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(per[k], before, rtol=1e-5, atol=1e-6)
+            sopt.step()
+    for k, single in enumerate(singles):
+        for name, p in single.named_parameters():
+            torch.testing.assert_close(stacked.state_dict_of(k)[name], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_per_seed_norms_in_other_p_norms_match_torch():
+    grads = [torch.randn(K, 4, 3), torch.randn(K, 5)]
+    for norm_type in (1.0, 2.0, float("inf")):
+        total, per = seed_grad_norms(grads, norm_type)
+        for k in range(K):
+            expect = torch.nn.utils.get_total_norm([g[k] for g in grads], norm_type)
+            torch.testing.assert_close(total[k], expect)
+            torch.testing.assert_close(per[k], torch.stack([torch.linalg.vector_norm(g[k], norm_type) for g in grads]))
+
+
+def test_stacking_refuses_mixed_architectures_and_images():
+    obs_space, act_space = SPACES["discrete"]
+    a = ActorCritic(obs_space, act_space, (16, 16))
+    b = ActorCritic(obs_space, act_space, (8, 8))
+    with pytest.raises(ConfigError, match="share one architecture"):
+        StackedActorCritic([a, b])
+    image = gym.spaces.Box(0, 255, (4, 10, 10), dtype=np.uint8)
+    with pytest.raises(ConfigError, match="image observations"):
+        StackedActorCritic([ActorCritic(image, act_space)])
+
+
+def test_frozen_parameters_stay_frozen_when_stacked():
+    obs_space, act_space = SPACES["discrete"]
+    singles = policies(obs_space, act_space)
+    for s in singles:
+        s.actor.net[0].weight.requires_grad_(False)
+    stacked = StackedActorCritic(singles)
+    assert not stacked.actor.net[0].weight.requires_grad and stacked.critic[0].weight.requires_grad
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1", "Pendulum-v1", "MountainCar-v0",
+                                    "MountainCarContinuous-v0"])
+def test_a_torch_env_with_k_seeds_steps_each_row_group_as_its_own_env(env_id):
+    from rlpg.envs.native import TORCH_ENVS
+
+    cls, seeds, n = TORCH_ENVS[env_id], [11, 12, 13], 4
+    together = cls(len(seeds) * n, seed=seeds, max_episode_steps=30)  # short episodes: many resets
+    apart = [cls(n, seed=s, max_episode_steps=30) for s in seeds]
+    obs = together.reset()[0]
+    torch.testing.assert_close(obs, torch.cat([e.reset()[0] for e in apart]), rtol=0, atol=0)
+    g = torch.Generator().manual_seed(0)
+    space = together.single_action_space
+    resets = 0
+    for step in range(120):
+        if step == 60:  # a checkpoint in the middle continues exactly
+            saved = together.state_dict()
+            together = cls(len(seeds) * n, seed=[0, 0, 0], max_episode_steps=30)
+            together.load_state_dict(saved)
+        if isinstance(space, gym.spaces.Discrete):
+            actions = torch.randint(0, int(space.n), (len(seeds) * n,), generator=g)
+        else:
+            actions = torch.rand((len(seeds) * n, *space.shape), generator=g) * 2 - 1
+        out = together.step(actions)
+        parts = [e.step(actions[k * n:(k + 1) * n]) for k, e in enumerate(apart)]
+        for i in range(4):
+            torch.testing.assert_close(out[i], torch.cat([p[i] for p in parts]), rtol=0, atol=0)
+        torch.testing.assert_close(out[4]["final_obs"], torch.cat([p[4]["final_obs"] for p in parts]), rtol=0, atol=0)
+        resets += int((out[2] | out[3]).sum())
+    assert resets >= 4 * len(seeds) * n  # every row was reset several times, each group from its own generator
+    with pytest.raises(ValueError, match="multiple of the number of seeds"):
+        cls(5, seed=[1, 2])
+    with pytest.raises(ValueError, match="3 seed group"):
+        together.reset(seed=[1, 2])
