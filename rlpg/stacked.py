@@ -37,6 +37,7 @@ from rlpg.policies import (
     Tanh,
     clamp_passing_inward,
 )
+from rlpg.types import Rollout, VecEnv
 
 
 class StackedLinear(nn.Module):
@@ -167,3 +168,64 @@ def clip_per_seed(grads: Sequence[Tensor], total: Tensor, max_norm: float) -> No
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(coef.reshape(-1, *([1] * (g.dim() - 1))))
+
+
+class StackedCollector:
+    """Rollouts of K seeds at once: a torch-native env of K x N rows in K seed groups (its rows k*N .. k*N+N-1 are
+    seed k's N envs), the stacked policy acting on [K, N] and each seed sampling from its own generator.
+
+    collect() returns a Rollout in the env's layout, [T, K * N] (seed k's columns k*N .. k*N+N-1), which GAE and
+    every per-column computation take unchanged, with the episode statistics per seed ([K] sums and counts)."""
+
+    def __init__(self, env: VecEnv, policy: StackedActorCritic, num_steps: int,
+                 generators: Sequence[torch.Generator]) -> None:
+        if env.num_envs % policy.k or len(generators) != policy.k:
+            raise ConfigError(f"{env.num_envs} envs and {len(generators)} generators do not split into "
+                              f"{policy.k} seeds")
+        self.env, self.policy, self.num_steps, self.generators = env, policy, num_steps, list(generators)
+        self.obs: Tensor | None = None
+
+    def reset(self, seeds: Sequence[int] | None = None) -> None:
+        self.obs, _ = self.env.reset(seed=None if seeds is None else list(seeds))
+
+    @torch.no_grad()
+    def collect(self) -> Rollout:
+        if self.obs is None:
+            self.reset()
+        assert self.obs is not None
+        K, T, KN = self.policy.k, self.num_steps, self.env.num_envs
+        N = KN // K
+        device = next(self.policy.parameters()).device
+        obs = self.obs.to(device)
+        b_obs = torch.empty((T, *obs.shape), dtype=obs.dtype, device=device)
+        b_next_obs = torch.empty_like(b_obs)
+        b_logp = torch.empty((T, KN), device=device)
+        b_rewards = torch.empty((T, KN), device=device)
+        b_terminated = torch.empty((T, KN), dtype=torch.bool, device=device)
+        b_truncated = torch.empty((T, KN), dtype=torch.bool, device=device)
+        b_actions: Tensor | None = None
+        ret_sum, len_sum, count = (torch.zeros(K, device=device) for _ in range(3))
+        for t in range(T):
+            d = self.policy.dist(obs.reshape(K, N, *obs.shape[1:]))
+            action = sample(d, self.generators)
+            logp = d.log_prob(action)
+            action = action.reshape(KN, *action.shape[2:])
+            if b_actions is None:
+                b_actions = torch.empty((T, *action.shape), dtype=action.dtype, device=device)
+            b_obs[t], b_actions[t], b_logp[t] = obs, action, logp.reshape(KN)
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            b_rewards[t], b_terminated[t], b_truncated[t] = reward, terminated, truncated
+            b_next_obs[t] = info["final_obs"]
+            if "episode_return" in info:
+                done = info.get("episode_done", terminated | truncated).float()
+                ret_sum += (info["episode_return"] * done).reshape(K, N).sum(1)
+                len_sum += (info["episode_length"] * done).reshape(K, N).sum(1)
+                count += done.reshape(K, N).sum(1)
+        self.obs = obs
+        assert b_actions is not None
+        # V(s_t) and V(s_{t+1}) (V(final_obs) where an episode ended) in one stacked pass over both
+        both = torch.stack([b_obs, b_next_obs])  # [2, T, K*N, ...]
+        per_seed = both.reshape(2, T, K, N, *obs.shape[1:]).movedim(2, 0).reshape(K, 2 * T * N, *obs.shape[1:])
+        v = self.policy.value(per_seed).reshape(K, 2, T, N).movedim(0, 2).reshape(2, T, KN)
+        return Rollout(b_obs, b_actions, b_logp, v[0], v[1], b_rewards, b_terminated, b_truncated, ret_sum, len_sum,
+                       count)

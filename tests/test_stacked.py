@@ -170,3 +170,42 @@ def test_a_torch_env_with_k_seeds_steps_each_row_group_as_its_own_env(env_id):
         cls(5, seed=[1, 2])
     with pytest.raises(ValueError, match="3 seed group"):
         together.reset(seed=[1, 2])
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
+def test_a_stacked_rollout_is_each_seeds_single_rollout(env_id):
+    """K seeds collected together give, column group by column group, the rollouts K single runs collect: the same
+    observations, actions, rewards and episode ends, log-probs and values up to the batched products' rounding."""
+    from rlpg.envs import make
+    from rlpg.rollout import Collector
+    from rlpg.stacked import StackedCollector
+
+    seeds, n, t = [5, 6, 7], 4, 40
+    probe = make(env_id, 1)
+    obs_space, act_space = probe.single_observation_space, probe.single_action_space
+    singles, generators, rollouts = [], [], []
+    for s in seeds:
+        torch.manual_seed(s)  # a single run: the global generator builds the policy, then samples its actions
+        policy = ActorCritic(obs_space, act_space, (16, 16))
+        singles.append(policy)
+        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+        collector = Collector(make(env_id, n, seed=s), policy, t)
+        collector.reset(seed=s)
+        rollouts.append([collector.collect(), collector.collect()])  # two rollouts: episodes carry over
+    stacked = StackedActorCritic(singles)
+    together = StackedCollector(make(env_id, len(seeds) * n, seed=seeds), stacked, t, generators)
+    together.reset(seeds)
+    for r in range(2):
+        both = together.collect()
+        assert both.obs.shape[:2] == (t, len(seeds) * n) and both.episode_count.shape == (len(seeds),)
+        for k, single in enumerate(rollouts):
+            one, cols = single[r], slice(k * n, (k + 1) * n)
+            for name in ("obs", "actions", "rewards", "terminated", "truncated"):
+                torch.testing.assert_close(getattr(both, name)[:, cols], getattr(one, name), rtol=1e-5, atol=1e-5,
+                                           msg=f"{name} of seed {seeds[k]}, rollout {r}")
+            for name in ("logp", "values", "next_values"):
+                torch.testing.assert_close(getattr(both, name)[:, cols], getattr(one, name), rtol=1e-4, atol=1e-4)
+            for name in ("episode_return_sum", "episode_length_sum", "episode_count"):
+                torch.testing.assert_close(getattr(both, name)[k], getattr(one, name), rtol=1e-5, atol=1e-3)
+    if env_id == "CartPole-v1":  # CartPole's episodes end within the rollouts (Pendulum's last 200 steps)
+        assert float(both.episode_count.min()) > 0
