@@ -14,10 +14,11 @@ import torch
 from torch import Tensor
 
 from rlpg.advantage import rollout_gae
+from rlpg.axes import SINGLE, Single
 from rlpg.config import AgentConfig, positive
-from rlpg.distributed import all_reduce_sum, batch_mean, explained_variance, minibatches, normalize_each
+from rlpg.distributed import all_reduce_sum
 from rlpg.errors import ConfigError
-from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
+from rlpg.optim import GradNormMeter, make_optimizer, set_lr
 from rlpg.policies import ActorCritic
 from rlpg.types import Batch, Rollout
 
@@ -68,8 +69,11 @@ class PPOConfig(AgentConfig):
 class PPO:
     """PPO over an ActorCritic; one optimizer for actor and critic (they share the loss)."""
 
-    def __init__(self, policy: ActorCritic, config: PPOConfig) -> None:
-        self.policy, self.config = policy, config
+    def __init__(self, policy: ActorCritic, config: PPOConfig, axis: Single = SINGLE) -> None:
+        self.policy, self.config, self.axis = policy, config, axis
+        if axis.k is not None and config.target_kl is not None:
+            raise ConfigError("--target-kl stops each seed's epochs at its own time, which one optimizer over the "
+                              "stacked seeds cannot do yet; train those seeds one run each")
         self.params = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
         self.optimizer = make_optimizer(
             config.optimizer, (p for _, p in self.params), config.learning_rate, config.momentum
@@ -86,7 +90,8 @@ class PPO:
         lr = c.learning_rate * frac if c.anneal_lr else c.learning_rate
         clip = c.clip_coef * frac if c.anneal_clip else c.clip_coef
         set_lr(self.optimizer, lr)
-        size = len(batch)
+        ax = self.axis  # one run, or K seeds in one batch (rlpg.axes)
+        size = ax.size(batch)
         meter = GradNormMeter([n for n, _ in self.params])
         sums: Tensor | None = None
         steps = 0
@@ -94,39 +99,37 @@ class PPO:
         for _ in range(c.update_epochs):
             epochs += 1
             # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
-            parts = list(minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle))
+            parts = list(ax.minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle))
             # per minibatch; under torchrun over the global minibatch, every minibatch's moments in one all-reduce
-            advs = normalize_each(batch.advantages, [idx for idx, _ in parts]) if c.norm_adv else None
+            advs = ax.normalize_each(batch.advantages, [idx for idx, _ in parts]) if c.norm_adv else None
             for k, (idx, count) in enumerate(parts):
-                mb = batch.index(idx)
+                mb = ax.index(batch, idx)
                 dist = self.policy.dist(mb.obs)
                 newlogp = dist.log_prob(mb.actions)  # [M]
                 logratio = newlogp - mb.logp
                 ratio = logratio.exp()
                 adv = advs[k] if advs is not None else mb.advantages
 
-                pg_loss = batch_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), count)
+                pg_loss = ax.mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), count)
                 new_values = self.policy.value(mb.obs)
                 if c.clip_vloss:
                     clipped = mb.values + (new_values - mb.values).clamp(-clip, clip)
-                    v_loss = 0.5 * batch_mean(torch.max((new_values - mb.returns) ** 2, (clipped - mb.returns) ** 2),
-                                              count)
+                    v_loss = 0.5 * ax.mean(torch.max((new_values - mb.returns) ** 2, (clipped - mb.returns) ** 2),
+                                           count)
                 else:
-                    v_loss = 0.5 * batch_mean((new_values - mb.returns) ** 2, count)
+                    v_loss = 0.5 * ax.mean((new_values - mb.returns) ** 2, count)
                 loss = pg_loss + c.vf_coef * v_loss
                 if c.ent_coef:
-                    entropy = batch_mean(dist.entropy(), count)
+                    entropy = ax.mean(dist.entropy(), count)
                     loss = loss - c.ent_coef * entropy
                 else:  # only reported: no graph needed
                     with torch.no_grad():
-                        entropy = batch_mean(dist.entropy(), count)
+                        entropy = ax.mean(dist.entropy(), count)
 
-                meter.add(
-                    *step_with_clip(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type, c.clip_value)
-                )
+                meter.add(*ax.step(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type, c.clip_value))
                 with torch.no_grad():
-                    approx_kl = batch_mean((ratio - 1) - logratio, count)  # k3 estimator (Schulman, "Approximating KL")
-                    clip_frac = batch_mean(((ratio - 1).abs() > clip).float(), count)
+                    approx_kl = ax.mean((ratio - 1) - logratio, count)  # k3 estimator (Schulman, "Approximating KL")
+                    clip_frac = ax.mean(((ratio - 1).abs() > clip).float(), count)
                     stats = torch.stack([pg_loss, v_loss, entropy, approx_kl, clip_frac])
                 sums = stats if sums is None else sums + stats
                 steps += 1
@@ -134,9 +137,9 @@ class PPO:
             if c.target_kl is not None and all_reduce_sum(approx_kl) > c.target_kl:
                 break
         assert sums is not None
-        means = all_reduce_sum(sums) / steps
+        means = ax.reduce_sum(sums) / steps
         metrics = {f"train/{k}": means[i] for i, k in enumerate(STATS)}
-        metrics["train/explained_variance"] = explained_variance(batch.values, batch.returns)
+        metrics["train/explained_variance"] = ax.explained_variance(batch.values, batch.returns)
         metrics["train/learning_rate"] = torch.tensor(lr)
         metrics["train/clip_coef"] = torch.tensor(clip)
         metrics["train/epochs"] = torch.tensor(float(epochs))

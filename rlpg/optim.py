@@ -114,7 +114,7 @@ def grad_norm_metrics(
 ) -> dict[str, Tensor]:
     """`grad_norm/<total_name>` and `grad_norm/<name>` as views into the stacked tensor (no copies, no syncs)."""
     out = {f"{prefix}{total_name}": total}
-    out.update({f"{prefix}{n}": per[i] for i, n in enumerate(names)})
+    out.update({f"{prefix}{n}": per[..., i] for i, n in enumerate(names)})  # per: [P], or [K, P] for K seeds
     return out
 
 

@@ -37,7 +37,7 @@ from rlpg.policies import (
     Tanh,
     clamp_passing_inward,
 )
-from rlpg.types import Rollout, VecEnv
+from rlpg.types import Batch, Rollout, VecEnv
 
 
 class StackedLinear(nn.Module):
@@ -229,3 +229,16 @@ class StackedCollector:
         v = self.policy.value(per_seed).reshape(K, 2, T, N).movedim(0, 2).reshape(2, T, KN)
         return Rollout(b_obs, b_actions, b_logp, v[0], v[1], b_rewards, b_terminated, b_truncated, ret_sum, len_sum,
                        count)
+
+
+def seed_batch(rollout: Rollout, advantages: Tensor, returns: Tensor, k: int) -> Batch:
+    """A K-seed rollout in the env's layout [T, K * N, ...] as the update's batch [K, T * N, ...]: seed k's rows in
+    [k], in the order a single run of that seed flattens its own [T, N] rollout (rlpg.trainer.flatten)."""
+    T, KN = rollout.rewards.shape
+    n = KN // k
+
+    def per_seed(x: Tensor) -> Tensor:
+        return x.reshape(T, k, n, *x.shape[2:]).movedim(1, 0).reshape(k, T * n, *x.shape[2:])
+
+    return Batch(per_seed(rollout.obs), per_seed(rollout.actions), per_seed(rollout.logp), per_seed(rollout.values),
+                 per_seed(advantages), per_seed(returns))

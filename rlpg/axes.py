@@ -1,0 +1,130 @@
+"""The batch operations an agent's update is written in, for one run (`SINGLE`) or for K seeds at once (`Seeds`).
+
+An update says what it computes once: "cut the batch into minibatches", "normalise each minibatch's advantages",
+"the mean over the minibatch", "take a clipped gradient step". `SINGLE` does these as a single run (and a
+torchrun job) always has: rlpg.distributed's functions and rlpg.optim.step_with_clip, unchanged. `Seeds` does each
+per seed on a batch whose tensors carry a leading seed dimension [K, B, ...] (rlpg.stacked): each seed's own
+permutation from its own generator, its own moments, a mean over its own rows ([K] losses, summed for backward, so
+each seed's gradient is its own), its own gradient norm and clip. An agent written against an axis trains one run
+or K seeds with the same lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from rlpg import distributed
+from rlpg.advantage import explained_variance as _explained_variance
+from rlpg.errors import NonFiniteError
+from rlpg.optim import NamedParams, step_with_clip
+from rlpg.types import Batch
+
+
+class Single:
+    """One run (or one torchrun job): the batch is [B, ...]."""
+
+    k: int | None = None
+
+    def size(self, batch: Batch) -> int:
+        return len(batch)
+
+    def minibatches(self, size: int, num_minibatches: int, device: torch.device,
+                    shuffle: torch.Generator | None) -> Iterator[tuple[Tensor | slice, int | None]]:
+        return distributed.minibatches(size, num_minibatches, device, shuffle)
+
+    def index(self, batch: Batch, idx: Tensor | slice) -> Batch:
+        return batch.index(idx)
+
+    def normalize_each(self, x: Tensor, index_sets: Sequence[Tensor | slice]) -> list[Tensor]:
+        return distributed.normalize_each(x, index_sets)
+
+    def mean(self, x: Tensor, count: int | None) -> Tensor:
+        return distributed.batch_mean(x, count)
+
+    def step(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: NamedParams, max_grad_norm: float | None,
+             norm_type: float, clip_value: float | None) -> tuple[Tensor, Tensor]:
+        return step_with_clip(optimizer, loss, params, max_grad_norm, norm_type, clip_value)
+
+    def explained_variance(self, values: Tensor, returns: Tensor) -> Tensor:
+        return distributed.explained_variance(values, returns)
+
+    def reduce_sum(self, x: Tensor) -> Tensor:
+        return distributed.all_reduce_sum(x)
+
+
+SINGLE = Single()
+
+
+class Seeds(Single):
+    """K seeds: the batch is [K, B, ...], seed k's rows in [k]; `generators[k]` is seed k's random stream (the one a
+    single run of that seed draws from the global generator)."""
+
+    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+        self.generators = list(generators)
+        self.k = len(self.generators)
+
+    def size(self, batch: Batch) -> int:
+        return batch.obs.shape[1]
+
+    def minibatches(self, size: int, num_minibatches: int, device: torch.device,
+                    shuffle: torch.Generator | None) -> Iterator[tuple[Tensor, None]]:
+        # seed k's permutation is what `torch.randperm(size)` gives a single run of that seed
+        perm = torch.stack([torch.randperm(size, generator=g) for g in self.generators]).to(device)
+        part = size // num_minibatches
+        for i in range(num_minibatches):
+            yield perm[:, i * part:(i + 1) * part], None
+
+    def index(self, batch: Batch, idx: Tensor | slice) -> Batch:
+        if isinstance(idx, slice):
+            return Batch(*(getattr(batch, f)[:, idx] for f in _FIELDS))
+        rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1)
+        return Batch(*(getattr(batch, f)[rows, idx] for f in _FIELDS))
+
+    def normalize_each(self, x: Tensor, index_sets: Sequence[Tensor | slice]) -> list[Tensor]:
+        out = []
+        for idx in index_sets:
+            p = x[:, idx] if isinstance(idx, slice) else x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), idx]
+            # rlpg.advantage.normalize per seed (a minibatch of one row is left as it is)
+            out.append(p if p.shape[1] < 2 else (p - p.mean(1, keepdim=True)) / (p.std(1, keepdim=True) + 1e-8))
+        return out
+
+    def mean(self, x: Tensor, count: int | None) -> Tensor:
+        return x.reshape(x.shape[0], -1).mean(1)
+
+    def step(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: NamedParams, max_grad_norm: float | None,
+             norm_type: float, clip_value: float | None) -> tuple[Tensor, Tensor]:
+        """step_with_clip per seed: the seeds' losses [K] summed for one backward (each seed's gradient is its own),
+        each seed's norm measured and clipped on its own, one optimizer step. Returns (total [K], per [K, P])."""
+        from rlpg.stacked import clip_per_seed, seed_grad_norms
+
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
+        total, per = seed_grad_norms(grads, norm_type)
+        finite = torch.isfinite(total) & torch.isfinite(loss)
+        if not bool(finite.all()):  # one sync per gradient step, as in a single run
+            optimizer.zero_grad(set_to_none=True)
+            bad = [k for k in range(len(finite)) if not bool(finite[k])]
+            raise NonFiniteError(f"non-finite loss or gradient for seed index {bad[0]} (of {len(finite)}); parameters "
+                                 "were not updated: lower the learning rate, set --max-grad-norm, or normalise "
+                                 "observations")
+        live = [p.grad for _, p in params if p.grad is not None]
+        if clip_value is not None:
+            torch.nn.utils.clip_grad_value_([p for _, p in params if p.grad is not None], clip_value)
+        if max_grad_norm is not None and live:
+            clipped = total if clip_value is None else seed_grad_norms(live, norm_type)[0]
+            clip_per_seed(live, clipped, max_grad_norm)
+        optimizer.step()
+        return total, per
+
+    def explained_variance(self, values: Tensor, returns: Tensor) -> Tensor:
+        return torch.stack([_explained_variance(values[k], returns[k]) for k in range(values.shape[0])])
+
+    def reduce_sum(self, x: Tensor) -> Tensor:
+        return x
+
+
+_FIELDS = ("obs", "actions", "logp", "values", "advantages", "returns")
