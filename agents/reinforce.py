@@ -28,10 +28,10 @@ import torch
 from torch import Tensor
 
 from rlpg.advantage import discounted_returns
+from rlpg.axes import SINGLE, Single
 from rlpg.config import AgentConfig, positive
-from rlpg.distributed import all_reduce_sum, batch_mean, explained_variance, global_size, minibatches, normalize
 from rlpg.errors import ConfigError
-from rlpg.optim import GradNormMeter, make_optimizer, set_lr, step_with_clip
+from rlpg.optim import GradNormMeter, make_optimizer, set_lr
 from rlpg.policies import ActorCritic
 from rlpg.types import Batch, Rollout
 
@@ -75,8 +75,8 @@ class REINFORCEConfig(AgentConfig):
 class REINFORCE:
     """Monte Carlo policy gradient over an ActorCritic; one optimizer (the critic only with a baseline)."""
 
-    def __init__(self, policy: ActorCritic, config: REINFORCEConfig) -> None:
-        self.policy, self.config = policy, config
+    def __init__(self, policy: ActorCritic, config: REINFORCEConfig, axis: Single = SINGLE) -> None:
+        self.policy, self.config, self.axis = policy, config, axis
         named = policy.actor_parameters() + (policy.critic_parameters() if config.baseline else [])
         seen: set[int] = set()  # a shared image encoder belongs to both networks: one entry per parameter
         self.params = named = [(n, p) for n, p in named if not (id(p) in seen or seen.add(id(p)))]
@@ -95,32 +95,33 @@ class REINFORCE:
         c = self.config
         lr = c.learning_rate * (1.0 - progress) if c.anneal_lr else c.learning_rate
         set_lr(self.optimizer, lr)
-        adv = normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B], over the whole batch
-        size = len(batch)
+        ax = self.axis  # one run, or K seeds in one batch (rlpg.axes)
+        adv = ax.normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B], over the whole batch
+        size = ax.size(batch)
         meter = GradNormMeter([n for n, _ in self.params])
         sums: dict[str, Tensor] = {}
         for _ in range(c.update_epochs):
             # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
-            parts = (minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle) if c.num_minibatches > 1
-                     else [(slice(None), global_size(size))])
+            parts = (ax.minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle)
+                     if c.num_minibatches > 1 else [ax.whole(size)])
             for idx, count in parts:
-                dist = self.policy.dist(batch.obs[idx])
-                ratio = (dist.log_prob(batch.actions[idx]) - batch.logp[idx]).exp()  # 1 on a fresh batch
+                obs = ax.take(batch.obs, idx)
+                dist = self.policy.dist(obs)
+                ratio = (dist.log_prob(ax.take(batch.actions, idx)) - ax.take(batch.logp, idx)).exp()  # 1 when fresh
                 # importance-weighted when the batch is reused (module docstring)
-                pg_loss = -batch_mean(ratio * adv[idx], count)
-                entropy = batch_mean(dist.entropy(), count)
+                pg_loss = -ax.mean(ratio * ax.take(adv, idx), count)
+                entropy = ax.mean(dist.entropy(), count)
                 loss = pg_loss - c.ent_coef * entropy
-                v_loss = torch.zeros((), device=adv.device)
+                v_loss = torch.zeros_like(pg_loss)
                 if c.baseline:
-                    v_loss = 0.5 * batch_mean((self.policy.value(batch.obs[idx]) - batch.returns[idx]).pow(2), count)
+                    v_loss = 0.5 * ax.mean((self.policy.value(obs) - ax.take(batch.returns, idx)).pow(2), count)
                     loss = loss + c.vf_coef * v_loss
-                meter.add(*step_with_clip(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type,
-                                          c.clip_value))
+                meter.add(*ax.step(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type, c.clip_value))
                 for key, v in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy)):
                     sums[key] = sums.get(key, 0) + v.detach()
         steps = c.update_epochs * c.num_minibatches
-        metrics = {f"train/{k}": all_reduce_sum(v) / steps for k, v in sums.items()}
-        metrics["train/explained_variance"] = explained_variance(batch.values, batch.returns)
+        metrics = {f"train/{k}": ax.reduce_sum(v) / steps for k, v in sums.items()}
+        metrics["train/explained_variance"] = ax.explained_variance(batch.values, batch.returns)
         metrics["train/learning_rate"] = torch.tensor(lr)
         metrics.update(meter.metrics())
         return metrics

@@ -35,8 +35,19 @@ class Single:
                     shuffle: torch.Generator | None) -> Iterator[tuple[Tensor | slice, int | None]]:
         return distributed.minibatches(size, num_minibatches, device, shuffle)
 
+    def whole(self, size: int) -> tuple[slice, int | None]:
+        """The whole batch as one minibatch: (index, the global size under torchrun or None)."""
+        return slice(None), distributed.global_size(size)
+
     def index(self, batch: Batch, idx: Tensor | slice) -> Batch:
         return batch.index(idx)
+
+    def take(self, x: Tensor, idx: Tensor | slice) -> Tensor:
+        """The rows of one batch field at a minibatch's indices."""
+        return x[idx]
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return distributed.normalize(x)
 
     def normalize_each(self, x: Tensor, index_sets: Sequence[Tensor | slice]) -> list[Tensor]:
         return distributed.normalize_each(x, index_sets)
@@ -77,19 +88,26 @@ class Seeds(Single):
         for i in range(num_minibatches):
             yield perm[:, i * part:(i + 1) * part], None
 
+    def whole(self, size: int) -> tuple[slice, None]:
+        return slice(None), None
+
     def index(self, batch: Batch, idx: Tensor | slice) -> Batch:
+        return Batch(*(self.take(getattr(batch, f), idx) for f in _FIELDS))
+
+    def take(self, x: Tensor, idx: Tensor | slice) -> Tensor:
+        """Seed k's rows idx[k] of x[k], for every k: [K, M, ...]."""
         if isinstance(idx, slice):
-            return Batch(*(getattr(batch, f)[:, idx] for f in _FIELDS))
-        rows = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1)
-        return Batch(*(getattr(batch, f)[rows, idx] for f in _FIELDS))
+            return x[:, idx]
+        return x[torch.arange(idx.shape[0], device=idx.device).unsqueeze(1), idx]
+
+    def normalize(self, x: Tensor) -> Tensor:
+        """rlpg.advantage.normalize of each seed's rows (a seed with one row is left as it is)."""
+        if x.shape[1] < 2:
+            return x
+        return (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-8)
 
     def normalize_each(self, x: Tensor, index_sets: Sequence[Tensor | slice]) -> list[Tensor]:
-        out = []
-        for idx in index_sets:
-            p = x[:, idx] if isinstance(idx, slice) else x[torch.arange(x.shape[0], device=x.device).unsqueeze(1), idx]
-            # rlpg.advantage.normalize per seed (a minibatch of one row is left as it is)
-            out.append(p if p.shape[1] < 2 else (p - p.mean(1, keepdim=True)) / (p.std(1, keepdim=True) + 1e-8))
-        return out
+        return [self.normalize(self.take(x, idx)) for idx in index_sets]
 
     def mean(self, x: Tensor, count: int | None) -> Tensor:
         return x.reshape(x.shape[0], -1).mean(1)

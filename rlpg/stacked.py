@@ -118,6 +118,13 @@ class StackedActorCritic(nn.Module):
         """V(obs): [K, N]."""
         return self.critic(self.preprocess(obs)).squeeze(-1)
 
+    def actor_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """The actor's trainable (name, stacked parameter) pairs, named as an ActorCritic's."""
+        return [(n, p) for n, p in self.actor.named_parameters(prefix="actor") if p.requires_grad]
+
+    def critic_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.critic.named_parameters(prefix="critic") if p.requires_grad]
+
     def policy(self, k: int) -> ActorCritic:
         """Seed k as an ordinary ActorCritic (a copy of its weights), as a single run of that seed holds it."""
         import copy
