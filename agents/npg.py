@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from rlpg.advantage import rollout_gae
+from rlpg.axes import SINGLE, Single
 from rlpg.config import AgentConfig
 from rlpg.optim import make_optimizer
 from rlpg.policies import ActorCritic
-from rlpg.trust_region import set_flat_params
 from rlpg.trust_update import check_trust_region, check_vf_minibatches, finish_update, natural_direction
 from rlpg.types import Batch, Rollout
 
@@ -65,8 +65,8 @@ class NPGConfig(AgentConfig):
 class NPG:
     """NPG over an ActorCritic: natural-gradient actor step, critic fitted by its own optimizer."""
 
-    def __init__(self, policy: ActorCritic, config: NPGConfig) -> None:
-        self.policy, self.config = policy, config
+    def __init__(self, policy: ActorCritic, config: NPGConfig, axis: Single = SINGLE) -> None:
+        self.policy, self.config, self.axis = policy, config, axis  # axis: one run or K seeds (rlpg.axes)
         self.actor_named = policy.actor_parameters()
         self.critic_named = policy.critic_parameters()
         self.vf_optimizer = make_optimizer(config.optimizer, (p for _, p in self.critic_named), config.learning_rate,
@@ -80,16 +80,14 @@ class NPG:
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config
         d = natural_direction(self, batch)
-        kl = improvement = torch.zeros((), device=d.x0.device)
-        kept = False
-        if not d.step.skipped:
-            f, kl = d.evaluate(d.x0 + d.step.fullstep)
-            improvement = f - d.f0
-            kept = bool(torch.isfinite(f) & torch.isfinite(kl) & (kl <= c.kl_guard * c.max_kl))  # one sync
-            if not kept:  # the quadratic model broke down: undo the step
-                set_flat_params(d.params, d.x0)
-                kl = improvement = torch.zeros_like(kl)
-        return finish_update(self, batch, progress, d, kl, improvement, int(not d.step.skipped), kept)
+        took = ~torch.as_tensor(d.step.skipped, device=d.x0.device)  # a skipped step is zero
+        f, kl = d.evaluate(d.x0 + d.step.fullstep)
+        improvement = f - d.f0
+        kept = took & torch.isfinite(f) & torch.isfinite(kl) & (kl <= c.kl_guard * c.max_kl)
+        # where the quadratic model broke down (the KL far past max_kl, or not finite), undo the step
+        self.axis.set_flat_params(d.params, torch.where(kept.unsqueeze(-1), d.x0 + d.step.fullstep, d.x0))
+        kl, improvement = torch.where(kept, kl, 0.0), torch.where(kept, improvement, 0.0)
+        return finish_update(self, batch, progress, d, kl, improvement, took, kept)
 
     def state_dict(self) -> dict[str, Any]:
         return {"vf_optimizer": self.vf_optimizer.state_dict()}

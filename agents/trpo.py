@@ -17,10 +17,10 @@ import torch
 from torch import Tensor
 
 from rlpg.advantage import rollout_gae
+from rlpg.axes import SINGLE, Single
 from rlpg.config import AgentConfig, in_range, positive
 from rlpg.optim import make_optimizer
 from rlpg.policies import ActorCritic
-from rlpg.trust_region import line_search
 from rlpg.trust_update import check_trust_region, check_vf_minibatches, finish_update, natural_direction
 from rlpg.types import Batch, Rollout
 
@@ -68,8 +68,8 @@ class TRPOConfig(AgentConfig):
 class TRPO:
     """TRPO over an ActorCritic: natural-gradient direction + line search; critic fitted by its own optimizer."""
 
-    def __init__(self, policy: ActorCritic, config: TRPOConfig) -> None:
-        self.policy, self.config = policy, config
+    def __init__(self, policy: ActorCritic, config: TRPOConfig, axis: Single = SINGLE) -> None:
+        self.policy, self.config, self.axis = policy, config, axis  # axis: one run or K seeds (rlpg.axes)
         self.actor_named = policy.actor_parameters()
         self.critic_named = policy.critic_parameters()
         self.vf_optimizer = make_optimizer(config.optimizer, (p for _, p in self.critic_named), config.learning_rate,
@@ -83,13 +83,9 @@ class TRPO:
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config
         d = natural_direction(self, batch)
-        zero = torch.zeros((), device=d.x0.device)
-        accepted, tried, kl, improvement = False, 0, zero, zero
-        if not d.step.skipped:
-            ls = line_search(d.evaluate, d.x0, d.step.fullstep, d.step.expected_improve, c.max_kl, c.max_backtracks,
-                             c.backtrack_coef, c.accept_ratio, f0=d.f0)
-            accepted, tried, kl, improvement = ls.accepted, ls.steps, ls.kl, ls.improvement
-        return finish_update(self, batch, progress, d, kl, improvement, tried, accepted)
+        ls = self.axis.line_search(d.evaluate, d.x0, d.step, c.max_kl, c.max_backtracks, c.backtrack_coef,
+                                   c.accept_ratio, d.f0)
+        return finish_update(self, batch, progress, d, ls.kl, ls.improvement, ls.steps, ls.accepted)
 
     def state_dict(self) -> dict[str, Any]:
         return {"vf_optimizer": self.vf_optimizer.state_dict()}

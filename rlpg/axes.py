@@ -11,15 +11,17 @@ or K seeds with the same lines.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.distributions import Distribution
 
 from rlpg import distributed
+from rlpg import trust_region as tr
 from rlpg.advantage import explained_variance as _explained_variance
 from rlpg.errors import NonFiniteError
-from rlpg.optim import NamedParams, step_with_clip
+from rlpg.optim import NamedParams, grad_norms, step_with_clip
 from rlpg.types import Batch
 
 
@@ -64,6 +66,51 @@ class Single:
 
     def reduce_sum(self, x: Tensor) -> Tensor:
         return distributed.all_reduce_sum(x)
+
+    def global_count(self, size: int) -> int | None:
+        """The rows a batch mean divides by under torchrun (None: the local mean)."""
+        return distributed.global_size(size)
+
+    def grad_norms(self, grads: Sequence[Tensor], norm_type: float) -> tuple[Tensor, Tensor]:
+        return grad_norms(grads, norm_type)
+
+    def vector_norm(self, x: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(x)
+
+    # -- the trust region (rlpg.trust_region): flat vectors [P]
+    def flat_params(self, params: Sequence[Tensor]) -> Tensor:
+        return tr.flat_params(params)
+
+    def set_flat_params(self, params: Sequence[Tensor], flat: Tensor) -> None:
+        tr.set_flat_params(params, flat)
+
+    def split_flat(self, flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+        return tr.split_flat(flat, params)
+
+    def flat_grad(self, output: Tensor, params: Sequence[Tensor], retain_graph: bool = False) -> Tensor:
+        return tr.flat_grad(output, params, retain_graph=retain_graph)
+
+    def fisher_vector_product(self, policy: nn.Module, obs: Tensor, params: Sequence[Tensor], damping: float,
+                              dist: Distribution) -> tr.Avp:
+        return tr.fisher_vector_product(policy, obs, params, damping, dist=dist)
+
+    def natural_step(self, fvp: tr.Avp, g: Tensor, max_kl: float, cg_iters: int,
+                     residual_tol: float) -> tr.NaturalStep:
+        return tr.natural_gradient_direction(fvp, g, max_kl, cg_iters, residual_tol)
+
+    def evaluator(self, policy: nn.Module, params: Sequence[Tensor], obs: Tensor, old: Distribution,
+                  objective: Callable[[Distribution], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        return tr.policy_evaluator(policy, params, obs, old, objective)
+
+    def line_search(self, f_eval: Callable[[Tensor], tuple[Tensor, Tensor]], x0: Tensor, step: tr.NaturalStep,
+                    max_kl: float, max_backtracks: int, backtrack_coef: float, accept_ratio: float,
+                    f0: Tensor) -> tr.LineSearchResult:
+        """TRPO's line search along `step` (none when the step was skipped: x0 kept, 0 candidates tried)."""
+        if step.skipped:
+            zero = torch.zeros((), device=x0.device)
+            return tr.LineSearchResult(False, 0, x0, zero, zero)
+        return tr.line_search(f_eval, x0, step.fullstep, step.expected_improve, max_kl, max_backtracks,
+                              backtrack_coef, accept_ratio, f0=f0)
 
 
 SINGLE = Single()
@@ -143,6 +190,48 @@ class Seeds(Single):
 
     def reduce_sum(self, x: Tensor) -> Tensor:
         return x
+
+    def global_count(self, size: int) -> None:
+        return None
+
+    def grad_norms(self, grads: Sequence[Tensor], norm_type: float) -> tuple[Tensor, Tensor]:
+        from rlpg.stacked import seed_grad_norms
+
+        return seed_grad_norms(grads, norm_type)
+
+    def vector_norm(self, x: Tensor) -> Tensor:
+        return torch.linalg.vector_norm(x, dim=-1)
+
+    # -- the trust region, per seed: flat vectors [K, P], scalars [K]
+    def flat_params(self, params: Sequence[Tensor]) -> Tensor:
+        return tr.flat_params_seeds(params)
+
+    def set_flat_params(self, params: Sequence[Tensor], flat: Tensor) -> None:
+        tr.set_flat_params_seeds(params, flat)
+
+    def split_flat(self, flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+        return tr.split_flat_seeds(flat, params)
+
+    def flat_grad(self, output: Tensor, params: Sequence[Tensor], retain_graph: bool = False) -> Tensor:
+        return tr.flat_grad_seeds(output, params, retain_graph=retain_graph)
+
+    def fisher_vector_product(self, policy: nn.Module, obs: Tensor, params: Sequence[Tensor], damping: float,
+                              dist: Distribution) -> tr.Avp:
+        return tr.fisher_vector_product_seeds(policy, obs, params, damping, dist=dist)
+
+    def natural_step(self, fvp: tr.Avp, g: Tensor, max_kl: float, cg_iters: int,
+                     residual_tol: float) -> tr.NaturalStep:
+        return tr.natural_gradient_direction_seeds(fvp, g, max_kl, cg_iters, residual_tol)
+
+    def evaluator(self, policy: nn.Module, params: Sequence[Tensor], obs: Tensor, old: Distribution,
+                  objective: Callable[[Distribution], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+        return tr.policy_evaluator_seeds(policy, params, obs, old, objective)
+
+    def line_search(self, f_eval: Callable[[Tensor], tuple[Tensor, Tensor]], x0: Tensor, step: tr.NaturalStep,
+                    max_kl: float, max_backtracks: int, backtrack_coef: float, accept_ratio: float,
+                    f0: Tensor) -> tr.LineSearchResult:
+        return tr.line_search_seeds(f_eval, x0, step.fullstep, step.expected_improve, max_kl, max_backtracks,
+                                    backtrack_coef, accept_ratio, f0, torch.as_tensor(step.skipped))
 
 
 _FIELDS = ("obs", "actions", "logp", "values", "advantages", "returns")

@@ -222,3 +222,143 @@ def policy_evaluator(policy: ActorCritic, params: Sequence[Tensor], obs: Tensor,
         return f, kl
 
     return f_eval
+
+
+# ------------------------------------------------------------------------------------------------ K seeds at once
+# The same machinery for K independent policies stacked along a leading seed dimension (rlpg.stacked): flat vectors
+# are [K, P], scalars [K]. The seeds never mix (the KL, surrogate and their gradients are sums of per-seed terms), so
+# each seed's CG, step and line search are its own; a seed that has finished (CG converged, a candidate accepted)
+# is frozen by a mask while the others go on, which leaves it exactly where it would have stopped alone.
+def flat_params_seeds(params: Sequence[Tensor]) -> Tensor:
+    """[K, P]: seed k's parameters concatenated in row k (a copy)."""
+    return torch.cat([p.detach().reshape(p.shape[0], -1) for p in params], dim=1)
+
+
+def set_flat_params_seeds(params: Sequence[Tensor], flat: Tensor) -> None:
+    """Copy `flat` [K, P] into the stacked `params` in place."""
+    with torch.no_grad():
+        for p, chunk in zip(params, split_flat_seeds(flat, params), strict=True):
+            p.copy_(chunk)
+
+
+def split_flat_seeds(flat: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
+    """`flat` [K, P] cut into tensors shaped like each stacked parameter [K, ...]."""
+    sizes = [p[0].numel() for p in params]
+    return [c.reshape(p.shape) for c, p in zip(torch.split(flat, sizes, dim=1), params, strict=True)]
+
+
+def flat_grad_seeds(output: Tensor, params: Sequence[Tensor], retain_graph: bool = False,
+                    create_graph: bool = False) -> Tensor:
+    """d output.sum() / d params as [K, P]: with per-seed outputs [K], row k is seed k's own gradient."""
+    grads = torch.autograd.grad(output.sum(), list(params), retain_graph=retain_graph, create_graph=create_graph,
+                                allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
+    return torch.cat([g.reshape(g.shape[0], -1) for g in grads], dim=1)
+
+
+def conjugate_gradient_seeds(Avp: Avp, b: Tensor, iters: int, residual_tol: float = 1e-10
+                             ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`_cg` for K systems at once: b [K, P], Avp [K, P] -> [K, P] (block diagonal). Returns (x, r [K, P],
+    iterations [K], squared residual [K]); each seed stops on its own test (converged, or p.Ap not positive), its x
+    and r then frozen by alpha = 0 while the others go on. One host sync per iteration, as for one seed."""
+    x = torch.zeros_like(b)
+    r = b.clone()
+    p = b.clone()
+    rr = (r * r).sum(-1)
+    active = rr > residual_tol
+    iterations = torch.zeros(b.shape[0], dtype=torch.long, device=b.device)
+    reported = rr.clone()  # each seed's squared residual when it stopped (or now)
+    if not bool(active.any()):
+        return x, r, iterations, reported
+    for i in range(1, iters + 1):
+        Ap = Avp(p)
+        pAp = (p * Ap).sum(-1)
+        ok = pAp > 1e-12 * (p * p).sum(-1)
+        alpha = torch.where(ok & active, rr / torch.where(ok, pAp, 1.0), 0.0).unsqueeze(1)
+        x.add_(alpha * p)
+        r.sub_(alpha * Ap)
+        rr_new = (r * r).sum(-1)
+        iterations = torch.where(active, i, iterations)
+        reported = torch.where(active, rr_new, reported)
+        active = active & ok & (rr_new > residual_tol)
+        if not bool(active.any()):  # the one sync per iteration
+            break
+        p = torch.where(active.unsqueeze(1), r + (rr_new / rr).unsqueeze(1) * p, p)
+        rr = torch.where(active, rr_new, rr)
+    return x, r, iterations, reported
+
+
+def fisher_vector_product_seeds(policy: nn.Module, obs: Tensor, params: Sequence[Tensor], damping: float,
+                                dist: Distribution | None = None) -> Avp:
+    """fisher_vector_product for K stacked policies: obs [K, B, ...], v [K, P] -> (F_k + damping I) v_k per row."""
+    params = list(params)
+    if dist is None:
+        dist = policy.dist(obs)
+    kl = kl_divergence(detached(dist), dist).mean(-1)  # [K]: each seed's mean KL
+    grad_kl = flat_grad_seeds(kl, params, retain_graph=True, create_graph=True)  # [K, P]
+
+    def fvp(v: Tensor) -> Tensor:
+        return flat_grad_seeds((grad_kl * v).sum(-1), params, retain_graph=True) + damping * v
+
+    return fvp
+
+
+def natural_gradient_direction_seeds(fvp: Avp, g: Tensor, max_kl: float, cg_iters: int,
+                                     residual_tol: float = 1e-10) -> NaturalStep:
+    """natural_gradient_direction per seed: g [K, P]; the NaturalStep's scalars are [K] tensors and `skipped` a [K]
+    bool tensor (a seed whose x.Fx is not positive and finite takes no step)."""
+    x, r, iters, residual = conjugate_gradient_seeds(fvp, g, cg_iters, residual_tol)
+    xFx = (x * (g - r)).sum(-1)
+    skipped = ~(torch.isfinite(xFx) & (xFx > 0) & torch.isfinite(x).all(-1))
+    coef = torch.where(skipped, 0.0, torch.sqrt(2.0 * max_kl / torch.where(skipped, 1.0, xFx)))
+    fullstep = torch.where(skipped.unsqueeze(1), 0.0, coef.unsqueeze(1) * x)
+    return NaturalStep(fullstep, (g * fullstep).sum(-1), coef, iters, residual, skipped)  # type: ignore[arg-type]
+
+
+def line_search_seeds(f_eval: Callable[[Tensor], tuple[Tensor, Tensor]], x0: Tensor, fullstep: Tensor,
+                      expected_improve: Tensor, max_kl: float, max_backtracks: int, backtrack_coef: float,
+                      accept_ratio: float, f0: Tensor, skipped: Tensor) -> LineSearchResult:
+    """line_search per seed: x0, fullstep [K, P]; f_eval(x [K, P]) -> (surrogate [K], KL [K]). Each seed accepts
+    its first candidate that passes its tests and keeps it while the others try smaller steps; a seed that accepts
+    none (or whose step was `skipped`, [K] bool) is restored to x0. The result's fields are per seed ([K]); steps
+    counts the candidates a seed tried (0 when skipped). The parameters are left at the result."""
+    k = x0.shape[0]
+    accepted = torch.zeros(k, dtype=torch.bool, device=x0.device)
+    done = skipped.clone()
+    steps = torch.where(skipped, 0, max_backtracks)
+    final = x0.clone()
+    kl_out = torch.zeros(k, device=x0.device)
+    improve_out = torch.zeros(k, device=x0.device)
+    frac = 1.0
+    for i in range(1, max_backtracks + 1):
+        if bool(done.all()):  # one sync per candidate, as for one seed
+            break
+        x = torch.where(done.unsqueeze(1), final, x0 + frac * fullstep)
+        f, kl = f_eval(x)
+        improve = f - f0
+        ok = torch.isfinite(f) & torch.isfinite(kl) & (kl <= max_kl) & (improve > 0)
+        if accept_ratio > 0:
+            ok = ok & (improve > accept_ratio * frac * expected_improve)
+        new = ok & ~done
+        final = torch.where(new.unsqueeze(1), x, final)
+        kl_out = torch.where(new, kl.detach(), kl_out)
+        improve_out = torch.where(new, improve.detach(), improve_out)
+        steps = torch.where(new, i, steps)
+        accepted |= new
+        done |= new
+        frac *= backtrack_coef
+    f_eval(final)  # the accepted candidates, x0 for the others
+    return LineSearchResult(accepted, steps, final, kl_out, improve_out)  # type: ignore[arg-type]
+
+
+def policy_evaluator_seeds(policy: nn.Module, params: Sequence[Tensor], obs: Tensor, old: Distribution,
+                           objective: Callable[[Distribution], Tensor]) -> Callable[[Tensor], tuple[Tensor, Tensor]]:
+    """policy_evaluator for K stacked policies: x [K, P] -> (objective [K], mean KL(old || new) per seed [K])."""
+
+    @torch.no_grad()
+    def f_eval(x: Tensor) -> tuple[Tensor, Tensor]:
+        set_flat_params_seeds(params, x)
+        dist = policy.dist(obs)
+        return objective(dist), kl_divergence(old, dist).mean(-1)
+
+    return f_eval

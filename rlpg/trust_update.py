@@ -18,20 +18,12 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from rlpg.axes import SINGLE, Single
 from rlpg.config import positive
-from rlpg.distributed import all_reduce_sum, batch_mean, explained_variance, global_size, minibatches, normalize
 from rlpg.errors import ConfigError
-from rlpg.optim import GradNormMeter, NamedParams, grad_norm_metrics, grad_norms, set_lr, step_with_clip
+from rlpg.optim import GradNormMeter, NamedParams, grad_norm_metrics, set_lr
 from rlpg.policies import ActorCritic, detached
-from rlpg.trust_region import (
-    NaturalStep,
-    fisher_vector_product,
-    flat_grad,
-    flat_params,
-    natural_gradient_direction,
-    policy_evaluator,
-    split_flat,
-)
+from rlpg.trust_region import NaturalStep
 from rlpg.types import Batch
 
 
@@ -55,70 +47,74 @@ class Direction:
 
 def natural_direction(agent: Any, batch: Batch) -> Direction:
     """g = grad of the surrogate, x = CG(F + damping I, g), full step sqrt(2 max_kl / x.Fx) x (see NaturalStep).
-    `agent` has .policy, .actor_named and a .config with norm_adv, cg_damping, max_kl, cg_iters, cg_residual_tol."""
-    c = agent.config
+    `agent` has .policy, .actor_named, .axis (one run or K seeds, rlpg.axes) and a .config with norm_adv,
+    cg_damping, max_kl, cg_iters, cg_residual_tol."""
+    c, ax = agent.config, agent.axis
     params = [p for _, p in agent.actor_named]
-    adv = normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B]
-    count = global_size(len(batch))  # under torchrun: this rank's share of each mean, summed over ranks below
+    adv = ax.normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B]
+    count = ax.global_count(ax.size(batch))  # under torchrun: this rank's share of each mean, summed over ranks below
 
     def surrogate(dist: Distribution) -> Tensor:  # mean(ratio * A), maximised
-        return batch_mean((dist.log_prob(batch.actions) - batch.logp).exp() * adv, count)
+        return ax.mean((dist.log_prob(batch.actions) - batch.logp).exp() * adv, count)
 
     dist = agent.policy.dist(batch.obs)
     old = detached(dist)
     f0 = surrogate(dist)
-    g = all_reduce_sum(flat_grad(f0, params, retain_graph=True))  # [P]
-    fvp = fisher_vector_product(agent.policy, batch.obs, params, c.cg_damping, dist=dist)
-    step = natural_gradient_direction(fvp, g, c.max_kl, c.cg_iters, c.cg_residual_tol)
-    evaluate = policy_evaluator(agent.policy, params, batch.obs, old, surrogate)
-    return Direction(params, flat_params(params), old, all_reduce_sum(f0.detach()), g, step, evaluate)
+    g = ax.reduce_sum(ax.flat_grad(f0, params, retain_graph=True))  # [P]
+    fvp = ax.fisher_vector_product(agent.policy, batch.obs, params, c.cg_damping, dist=dist)
+    step = ax.natural_step(fvp, g, c.max_kl, c.cg_iters, c.cg_residual_tol)
+    evaluate = ax.evaluator(agent.policy, params, batch.obs, old, surrogate)
+    return Direction(params, ax.flat_params(params), old, ax.reduce_sum(f0.detach()), g, step, evaluate)
 
 
 def finish_update(agent: Any, batch: Batch, progress: float, d: Direction, kl: Tensor, improvement: Tensor,
-                  tried: int, accepted: bool) -> dict[str, Tensor]:
+                  tried: int | Tensor, accepted: bool | Tensor) -> dict[str, Tensor]:
     """Fit the critic (its own optimizer, lr annealed by `progress`) and return the update's metrics."""
-    c = agent.config
+    c, ax = agent.config, agent.axis
     lr = c.learning_rate * (1.0 - progress) if c.anneal_lr else c.learning_rate
     set_lr(agent.vf_optimizer, lr)
     v_loss, meter = fit_critic(agent.policy, agent.vf_optimizer, agent.critic_named, batch.obs, batch.returns,
                                c.vf_epochs, c.vf_minibatches, c.max_grad_norm, c.norm_type, c.clip_value,
-                               agent.shuffle)
-    step_size = torch.linalg.vector_norm(flat_params(d.params) - d.x0)
+                               agent.shuffle, ax)
+    step_size = ax.vector_norm(ax.flat_params(d.params) - d.x0)
     metrics = {
         # the surrogate loss after the step: -surrogate(new) = -(f0 + improvement); -f0 when no step was kept. Before
         # the step it is -mean(A), ~0 with normalised advantages, so -f0 alone would say nothing.
         "train/policy_loss": -(d.f0 + improvement),
         "train/value_loss": v_loss,
-        "train/entropy": all_reduce_sum(batch_mean(d.old.entropy(), global_size(len(batch)))),
-        "train/explained_variance": explained_variance(batch.values, batch.returns),
+        "train/entropy": ax.reduce_sum(ax.mean(d.old.entropy(), ax.global_count(ax.size(batch)))),
+        "train/explained_variance": ax.explained_variance(batch.values, batch.returns),
         "train/learning_rate": torch.tensor(lr),
     }
     metrics.update(trust_region_metrics(agent.actor_named, d.g, meter, c.norm_type, d.step, kl, improvement, tried,
-                                        accepted, step_size))
+                                        accepted, step_size, ax))
     return metrics
 
 
 def fit_critic(policy: ActorCritic, optimizer: torch.optim.Optimizer, params: NamedParams, obs: Tensor,
                returns: Tensor, epochs: int, num_minibatches: int, max_grad_norm: float | None, norm_type: float,
-               clip_value: float | None, shuffle: torch.Generator | None = None) -> tuple[Tensor, GradNormMeter]:
+               clip_value: float | None, shuffle: torch.Generator | None = None,
+               axis: Single = SINGLE) -> tuple[Tensor, GradNormMeter]:
     """Regress V(obs) on `returns` with the critic's own optimizer: `epochs` passes of `num_minibatches`
     shuffled minibatches, each a 0.5 * MSE step through step_with_clip (so clipping and the gradient-norm
-    measurement apply). obs: [B, ...]; returns: [B]; shuffle: see rlpg.distributed.minibatches. Returns (mean value
-    loss, the critic's norm meter)."""
+    measurement apply). obs: [B, ...]; returns: [B] (with K seeds: [K, B, ...], see rlpg.axes); shuffle: see
+    rlpg.distributed.minibatches. Returns (mean value loss, the critic's norm meter)."""
+    ax = axis
     meter = GradNormMeter([n for n, _ in params])
     x = policy.preprocess(obs)  # [B, D], once rather than per minibatch
-    loss_sum = torch.zeros((), device=x.device)
+    loss_sum: Tensor | None = None
     for _ in range(epochs):
-        for idx, count in minibatches(x.shape[0], num_minibatches, x.device, shuffle):
-            loss = 0.5 * batch_mean((policy.critic(x[idx]).squeeze(-1) - returns[idx]).pow(2), count)
-            meter.add(*step_with_clip(optimizer, loss, params, max_grad_norm, norm_type, clip_value))
-            loss_sum += loss.detach()
-    return all_reduce_sum(loss_sum) / (epochs * num_minibatches), meter
+        for idx, count in ax.minibatches(returns.shape[-1], num_minibatches, x.device, shuffle):
+            loss = 0.5 * ax.mean((policy.critic(ax.take(x, idx)).squeeze(-1) - ax.take(returns, idx)).pow(2), count)
+            meter.add(*ax.step(optimizer, loss, params, max_grad_norm, norm_type, clip_value))
+            loss_sum = loss.detach() if loss_sum is None else loss_sum + loss.detach()
+    assert loss_sum is not None
+    return ax.reduce_sum(loss_sum) / (epochs * num_minibatches), meter
 
 
 def trust_region_metrics(actor_named: NamedParams, g: Tensor, critic: GradNormMeter, norm_type: float,
-                         step: NaturalStep, kl: Tensor, improvement: Tensor, tried: int, accepted: bool,
-                         step_size: Tensor) -> dict[str, Tensor]:
+                         step: NaturalStep, kl: Tensor, improvement: Tensor, tried: int | Tensor,
+                         accepted: bool | Tensor, step_size: Tensor, axis: Single = SINGLE) -> dict[str, Tensor]:
     """The `train/*` trust-region diagnostics and `grad_norm/*` of an NPG or TRPO update.
 
     grad_norm/<actor param> and grad_norm/actor_total come from the surrogate's gradient g [P];
@@ -127,20 +123,25 @@ def trust_region_metrics(actor_named: NamedParams, g: Tensor, critic: GradNormMe
     Host-known numbers become CPU scalars; everything else stays on the device (no sync).
     """
     params = [p for _, p in actor_named]
-    actor_total, actor_per = grad_norms(split_flat(g, params), norm_type)
+    actor_total, actor_per = axis.grad_norms(axis.split_flat(g, params), norm_type)
     metrics = {
         "train/kl": kl,
         "train/step_size": step_size,
-        "train/cg_iterations": torch.tensor(float(step.cg_iterations)),
+        "train/cg_iterations": _metric(step.cg_iterations),
         "train/cg_residual": step.cg_residual.detach(),
-        "train/line_search_steps": torch.tensor(float(tried)),
-        "train/line_search_accepted": torch.tensor(float(accepted)),
+        "train/line_search_steps": _metric(tried),
+        "train/line_search_accepted": _metric(accepted),
         "train/surrogate_improvement": improvement,
-        "train/step_skipped": torch.tensor(float(step.skipped)),
+        "train/step_skipped": _metric(step.skipped),
     }
     metrics.update(grad_norm_metrics([n for n, _ in actor_named], actor_total, actor_per, total_name="actor_total"))
     metrics.update(critic.metrics(total_name="critic_total"))
     return metrics
+
+
+def _metric(x: int | bool | Tensor) -> Tensor:
+    """A count or flag as a float32 metric: a host number (one run) or a [K] tensor (K seeds)."""
+    return x.float() if isinstance(x, Tensor) else torch.tensor(float(x))
 
 
 def check_trust_region(c: Any) -> None:

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch.distributions import kl_divergence
 
-import rlpg.trust_update as trust_update
+import rlpg.trust_region as trust_region
 from rlpg.agents import ALGOS, NPG, REINFORCE, TRPO, NPGConfig, REINFORCEConfig, TRPOConfig
 from rlpg.errors import ConfigError
 from rlpg.policies import ActorCritic, detached
@@ -83,14 +83,14 @@ def test_trpo_restores_when_no_step_is_accepted(monkeypatch: pytest.MonkeyPatch)
     actor_before = flat_params([p for _, p in policy.actor_parameters()])
     critic_before = flat_params([p for _, p in policy.critic_parameters()])
     # a wrong direction (the negative of the natural step): the surrogate never improves
-    real = trust_update.natural_gradient_direction
+    real = trust_region.natural_gradient_direction
 
     def backwards(*args: Any, **kwargs: Any) -> Any:
         step = real(*args, **kwargs)
         step.fullstep = -step.fullstep
         return step
 
-    monkeypatch.setattr(trust_update, "natural_gradient_direction", backwards)
+    monkeypatch.setattr(trust_region, "natural_gradient_direction", backwards)
     m = TRPO(policy, TRPOConfig(max_backtracks=4, vf_minibatches=4)).update(batch, 0.0)
     assert float(m["train/line_search_accepted"]) == 0.0
     assert float(m["train/line_search_steps"]) == 4.0
@@ -119,7 +119,7 @@ def test_non_positive_curvature_skips_the_step(agent: str, monkeypatch: pytest.M
     policy, batch = synthetic("categorical")
     actor_before = flat_params([p for _, p in policy.actor_parameters()])
     # a broken Fisher product (-v): x.Fx <= 0 must not reach sqrt (rll/rllab#24)
-    monkeypatch.setattr(trust_update, "fisher_vector_product", lambda *a, **k: (lambda v: -v))
+    monkeypatch.setattr(trust_region, "fisher_vector_product", lambda *a, **k: (lambda v: -v))
     algo, config = ALGOS[agent]
     m = algo(policy, config(vf_minibatches=4)).update(batch, 0.0)
     assert float(m["train/step_skipped"]) == 1.0
@@ -131,14 +131,14 @@ def test_non_positive_curvature_skips_the_step(agent: str, monkeypatch: pytest.M
 def test_npg_undoes_a_step_whose_kl_blows_up(monkeypatch: pytest.MonkeyPatch) -> None:
     policy, batch = synthetic("categorical")
     actor_before = flat_params([p for _, p in policy.actor_parameters()])
-    real = trust_update.natural_gradient_direction
+    real = trust_region.natural_gradient_direction
 
     def huge(*args: Any, **kwargs: Any) -> Any:
         step = real(*args, **kwargs)
         step.fullstep = 100.0 * step.fullstep
         return step
 
-    monkeypatch.setattr(trust_update, "natural_gradient_direction", huge)
+    monkeypatch.setattr(trust_region, "natural_gradient_direction", huge)
     m = NPG(policy, NPGConfig(vf_minibatches=4)).update(batch, 0.0)
     assert float(m["train/line_search_accepted"]) == 0.0 and float(m["train/kl"]) == 0.0
     assert torch.equal(flat_params([p for _, p in policy.actor_parameters()]), actor_before)
@@ -171,7 +171,7 @@ def test_policy_loss_is_the_surrogate_after_the_step(agent: str) -> None:
 def test_policy_loss_without_a_kept_step_is_the_loss_before(monkeypatch: pytest.MonkeyPatch) -> None:
     policy, batch = synthetic("categorical")
     before = surrogate(policy, batch)
-    monkeypatch.setattr(trust_update, "fisher_vector_product", lambda *a, **k: (lambda v: -v))  # step skipped
+    monkeypatch.setattr(trust_region, "fisher_vector_product", lambda *a, **k: (lambda v: -v))  # step skipped
     m = TRPO(policy, TRPOConfig(vf_minibatches=4)).update(batch, 0.0)
     assert float(m["train/step_skipped"]) == 1.0 and float(m["train/surrogate_improvement"]) == 0.0
     torch.testing.assert_close(m["train/policy_loss"], torch.tensor(-before), rtol=0, atol=1e-6)

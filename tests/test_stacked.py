@@ -217,13 +217,24 @@ UPDATES = [
                             "max_grad_norm": 0.1}),
     ("reinforce", "CartPole-v1", {}),
     ("reinforce", "Pendulum-v1", {"num_minibatches": 2, "update_epochs": 2, "ent_coef": 0.01, "optimizer": "rmsprop"}),
+    ("trpo", "CartPole-v1", {}),
+    # Pendulum: CG's absolute stopping test (squared residual <= 1e-10) sits at float32 rounding there, so a batched
+    # product can stop one iteration later than a single one; a tolerance below rounding runs every iteration on both
+    # (per-seed stopping is tested in float64 below)
+    ("trpo", "Pendulum-v1", {"max_kl": 0.05, "vf_minibatches": 4, "cg_residual_tol": 1e-30}),
+    # a step the quadratic model overshoots: candidates are rejected and backtracked, per seed
+    ("trpo", "CartPole-v1", {"max_kl": 1.0, "accept_ratio": 0.5, "cg_iters": 3}),
+    ("npg", "CartPole-v1", {"optimizer": "sgd"}),
+    ("npg", "Pendulum-v1", {"max_kl": 0.05, "kl_guard": 1.0, "cg_residual_tol": 1e-30}),
 ]
 
 
 @pytest.mark.parametrize("algo, env_id, extra", UPDATES)
 def test_an_update_of_k_seeds_is_each_seeds_own_update(algo, env_id, extra):
-    """Rollout, advantages and three updates of K seeds in one stacked computation end with each seed's parameters
-    where its single run's end."""
+    """Rollouts, advantages and updates of K seeds in one stacked computation leave each seed's parameters where its
+    single run's are: after the third update for the first-order ones; after the first for NPG and TRPO, in float64
+    (their conjugate gradient amplifies the batched products' rounding, to ~1e-4 relative in float32 on Pendulum,
+    which the next rollouts would then carry)."""
     from rlpg.axes import Seeds
     from rlpg.envs import make
     from rlpg.rollout import Collector
@@ -232,12 +243,14 @@ def test_an_update_of_k_seeds_is_each_seeds_own_update(algo, env_id, extra):
 
     agent_cls, config_cls = ALGOS[algo]
     seeds, n, t = [3, 4, 5], 8, 32
+    first_order = algo in ("ppo", "reinforce")
+    updates, dtype = (3, torch.float32) if first_order else (1, torch.float64)
     cfg = config_cls(**extra)
     probe = make(env_id, 1)
     singles, generators, finals = [], [], []
     for s in seeds:
         torch.manual_seed(s)
-        policy = ActorCritic(probe.single_observation_space, probe.single_action_space, (16, 16))
+        policy = ActorCritic(probe.single_observation_space, probe.single_action_space, (16, 16)).to(dtype)
         singles.append(policy)
         generators.append(torch.Generator().set_state(torch.get_rng_state()))
     stacked = StackedActorCritic(singles)  # before the single runs train their policies
@@ -245,7 +258,7 @@ def test_an_update_of_k_seeds_is_each_seeds_own_update(algo, env_id, extra):
         torch.set_rng_state(g.get_state())
         agent, collector = agent_cls(policy, cfg), Collector(make(env_id, n, seed=s), policy, t)
         collector.reset(seed=s)
-        for it in range(3):
+        for it in range(updates):
             rollout = collector.collect()
             metrics = agent.update(flatten(rollout, *agent.advantages(rollout)), it / 3)
         finals.append((policy, metrics))
@@ -253,17 +266,21 @@ def test_an_update_of_k_seeds_is_each_seeds_own_update(algo, env_id, extra):
     agent = agent_cls(stacked, cfg, axis)
     collector = StackedCollector(make(env_id, len(seeds) * n, seed=seeds), stacked, t, generators)
     collector.reset(seeds)
-    for it in range(3):
+    for it in range(updates):
         rollout = collector.collect()
         metrics = agent.update(seed_batch(rollout, *agent.advantages(rollout), len(seeds)), it / 3)
     for k, (policy, single_metrics) in enumerate(finals):
         for name, p in policy.named_parameters():
             torch.testing.assert_close(stacked.state_dict_of(k)[name], p.detach(), rtol=1e-4, atol=1e-5,
-                                       msg=f"{name} of seed {seeds[k]}")
+                                       msg=lambda m, name=name, k=k: f"{name} of seed {seeds[k]}: {m}")
         for name in ("train/policy_loss", "train/value_loss", "train/approx_kl", "grad_norm/total",
-                     "grad_norm/actor.net.0.weight", "train/explained_variance"):
+                     "grad_norm/actor.net.0.weight", "train/explained_variance", "train/kl", "train/cg_iterations",
+                     "train/line_search_steps", "train/line_search_accepted", "grad_norm/actor_total",
+                     "grad_norm/critic_total", "train/step_size"):
             if name in single_metrics:
                 torch.testing.assert_close(metrics[name][k], single_metrics[name], rtol=1e-3, atol=1e-5, msg=name)
+    if algo == "trpo" and extra.get("accept_ratio"):  # the backtracking case does backtrack
+        assert float(metrics["train/line_search_steps"].max()) > 1
 
 
 def test_target_kl_with_stacked_seeds_is_refused_in_one_line():
@@ -273,3 +290,51 @@ def test_target_kl_with_stacked_seeds_is_refused_in_one_line():
     stacked = StackedActorCritic(policies(*SPACES["discrete"]))
     with pytest.raises(ConfigError, match="--target-kl"):
         PPO(stacked, PPOConfig(target_kl=0.01), Seeds([torch.Generator() for _ in range(K)]))
+
+
+def test_batched_conjugate_gradient_stops_each_seed_where_it_would_stop_alone():
+    from rlpg.trust_region import _cg, conjugate_gradient_seeds
+
+    g = torch.Generator().manual_seed(0)
+    k, p = 4, 12
+    a = torch.randn(k, p, p, generator=g, dtype=torch.float64)
+    # SPD systems of different conditioning: the seeds converge after different numbers of iterations
+    mats = a @ a.transpose(1, 2) + torch.tensor([1e-3, 1e-1, 10.0, 1e3], dtype=torch.float64).reshape(k, 1, 1) * \
+        torch.eye(p, dtype=torch.float64)
+    b = torch.randn(k, p, generator=g, dtype=torch.float64)
+    b[3] = 0  # a seed with nothing to solve
+    x, r, iters, rr = conjugate_gradient_seeds(lambda v: torch.einsum("kij,kj->ki", mats, v), b, 30, 1e-12)
+    alone = [_cg(lambda v, m=m: m @ v, b[i], 30, 1e-12) for i, m in enumerate(mats)]
+    assert len({int(i) for i in iters}) >= 3  # the seeds stopped at different iterations
+    for i, (xi, _, it, rri) in enumerate(alone):
+        assert int(iters[i]) == it
+        torch.testing.assert_close(x[i], xi, rtol=1e-6, atol=1e-9)  # einsum vs matmul, sum vs dot: rounding
+        assert (float(rr[i]) <= 1e-12) == (float(rri) <= 1e-12)  # converged alike (the residuals themselves: rounding)
+
+
+def test_batched_line_search_accepts_each_seeds_first_good_candidate():
+    from rlpg.trust_region import line_search, line_search_seeds
+
+    # per seed a 1-D surrogate f(x) = -(x - c)^2 with KL = x^2 / 2 from x0 = 0: the candidates halve until both pass
+    centres = torch.tensor([1.0, 0.1, 0.01, 5.0], dtype=torch.float64)
+    full = torch.tensor([[2.0], [2.0], [2.0], [2.0]], dtype=torch.float64)
+    skipped = torch.tensor([False, False, False, True])
+    state = {}
+
+    def f_eval_seeds(x):
+        state["x"] = x.clone()
+        return -(x[:, 0] - centres) ** 2, x[:, 0] ** 2 / 2
+
+    x0 = torch.zeros(4, 1, dtype=torch.float64)
+    f0 = -(centres ** 2)
+    res = line_search_seeds(f_eval_seeds, x0, torch.where(skipped.unsqueeze(1), 0.0, full), torch.ones(4), 0.5, 6,
+                            0.5, 0.0, f0, skipped)
+    for i in range(3):
+        one = line_search(lambda x, i=i: (-(x[0] - centres[i]) ** 2, x[0] ** 2 / 2), x0[i], full[i],
+                          torch.tensor(1.0), 0.5, 6, 0.5, 0.0, f0=f0[i])
+        assert bool(res.accepted[i]) == one.accepted and int(res.steps[i]) == one.steps
+        torch.testing.assert_close(res.params[i], one.params)
+        torch.testing.assert_close(res.kl[i], one.kl.to(res.kl.dtype))
+    assert [bool(a) for a in res.accepted] == [True, True, False, False]  # seed 2: no candidate improves enough
+    assert int(res.steps[3]) == 0 and torch.equal(state["x"][3], x0[3])  # skipped: untouched, restored
+    torch.testing.assert_close(state["x"], res.params)  # the parameters are left at the result

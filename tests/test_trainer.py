@@ -232,6 +232,9 @@ def test_the_start_line_says_which_preset_and_backend_apply(capsys, tmp_path):
     assert main(["train", *flags]) == 0
     out = capsys.readouterr().out
     assert "(torch backend, preset ppo/CartPole-v1 + ppo/CartPole-v1/torch, 64 envs" in out
-    assert main(["train", "--env", "MountainCarContinuous-v0", "--num-envs", "2", "--num-steps", "128", *flags]) == 0
+    assert main(["train", "--algo", "reinforce", "--env", "MountainCarContinuous-v0", "--num-envs", "2",
+                 "--num-steps", "128", *flags]) == 0
     out = capsys.readouterr().out
     assert "(torch backend, no preset: defaults, observation and reward normalisation on, 2 envs" in out
+    assert main(["train", "--env", "MountainCarContinuous-v0", "--num-envs", "2", "--num-steps", "128", *flags]) == 0
+    assert "(torch backend, preset ppo/MountainCarContinuous-v0, 2 envs" in capsys.readouterr().out
