@@ -68,7 +68,7 @@ def make(
     num_envs: int,
     device: torch.device | str = "cpu",
     backend: str = "auto",
-    seed: int | None = None,
+    seed: int | Sequence[int] | None = None,
     async_envs: bool = False,
     normalize_obs: bool = False,
     normalize_reward: bool = False,
@@ -116,14 +116,16 @@ def make(
             raise RLPGError(f"cannot create environment {env_id}: {type(e).__name__}: {first}") from None
     env = CheckFinite(env, env_id)
     env = RecordEpisodeStatistics(env)
+    # a torch-native env seeded with K seeds keeps K seed groups of rows (rlpg.stacked): K sets of statistics
+    groups = len(seed) if isinstance(seed, list | tuple) else None
     if normalize_reward:
-        env = NormalizeReward(env, gamma=gamma, clip=clip_reward)
+        env = NormalizeReward(env, gamma=gamma, clip=clip_reward, groups=groups)
     if normalize_obs:
         if not isinstance(env.single_observation_space, gymnasium.spaces.Box):
             raise ConfigError(
                 f"--normalize-obs needs a Box observation space, {env_id} has {env.single_observation_space}"
             )
-        env = NormalizeObservation(env, clip=clip_obs)
+        env = NormalizeObservation(env, clip=clip_obs, groups=groups)
     return env
 
 

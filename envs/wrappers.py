@@ -123,14 +123,28 @@ class RunningMeanStd:
     data-dependent branch, so updating never makes the host wait for the device.
     """
 
-    def __init__(self, shape: tuple[int, ...], device: torch.device, epsilon: float = 1e-4) -> None:
-        self.mean = torch.zeros(shape, dtype=torch.float64, device=device)
-        self.var = torch.ones(shape, dtype=torch.float64, device=device)
-        self.count = torch.tensor(epsilon, dtype=torch.float64, device=device)
+    def __init__(self, shape: tuple[int, ...], device: torch.device, epsilon: float = 1e-4,
+                 groups: int | None = None) -> None:
+        # groups = K: K independent statistics (mean [K, *shape], count [K]) over the K row groups of each batch,
+        # the K seeds of a seed-grouped env (rlpg.stacked); each group's are those a lone env of its rows would keep
+        self.groups = groups
+        lead = () if groups is None else (groups,)
+        self.mean = torch.zeros((*lead, *shape), dtype=torch.float64, device=device)
+        self.var = torch.ones((*lead, *shape), dtype=torch.float64, device=device)
+        self.count = torch.full(lead, epsilon, dtype=torch.float64, device=device)
         self._synced = (self.mean, self.var, self.count)  # the statistics every rank agreed on last (see sync)
 
+    def rows(self, stat: Tensor, n: int) -> Tensor:
+        """`stat` (mean or var) for each of n rows: itself, or with K groups each group's repeated over its rows."""
+        if self.groups is None:
+            return stat
+        return stat.repeat_interleave(n // self.groups, dim=0)
+
     def update(self, x: Tensor) -> None:
-        """x: [N, *shape]."""
+        """x: [N, *shape] (with K groups: rows k*N/K .. (k+1)*N/K - 1 are group k's)."""
+        if self.groups is not None:
+            self._update_groups(x)
+            return
         x = x.to(torch.float64)
         n = x.shape[0]
         finite = torch.isfinite(x.reshape(n, -1)).all(1)  # [N]
@@ -150,6 +164,31 @@ class RunningMeanStd:
         m2 = self.var * self.count + b_var * b_count + delta.pow(2) * self.count * b_count / total
         self.var = m2 / total
         self.count = total
+
+    def _update_groups(self, x: Tensor) -> None:
+        """update() of each group on its own rows, all groups at once."""
+        k = self.groups
+        assert k is not None
+        x = x.to(torch.float64).reshape(k, x.shape[0] // k, *x.shape[1:])
+        n = x.shape[1]
+        finite = torch.isfinite(x.reshape(k, n, -1)).all(2)  # [K, n]
+        w = finite.reshape(k, n, *([1] * (x.dim() - 2))).to(torch.float64)
+        b_count = w.sum(1).reshape(k)  # [K]
+        xz = torch.where(w > 0, x, 0.0)
+        counts = b_count.clamp(min=1).reshape(k, *([1] * (x.dim() - 2)))
+        masked_mean = xz.sum(1) / counts
+        masked_var = ((xz - masked_mean.unsqueeze(1)).pow(2) * w).sum(1) / counts
+        all_finite = finite.all(1).reshape(k, *([1] * (x.dim() - 2)))
+        b_mean = torch.where(all_finite, x.mean(1), masked_mean)
+        b_var = torch.where(all_finite, x.var(1, correction=0), masked_var)
+        delta = b_mean - self.mean
+        count = self.count.reshape(k, *([1] * (x.dim() - 2)))
+        b_n = b_count.reshape(count.shape)
+        total = count + b_n
+        self.mean = self.mean + delta * b_n / total
+        m2 = self.var * count + b_var * b_n + delta.pow(2) * count * b_n / total
+        self.var = m2 / total
+        self.count = total.reshape(k)
 
     def sync(self) -> None:
         """Under torchrun: merge what every rank has seen since the last sync into statistics every rank shares.
@@ -243,14 +282,15 @@ class NormalizeObservation(VecEnvWrapper):
     """obs -> clip((obs - mean) / sqrt(var + eps)); statistics updated while `training` is True. Applied to
     `info["final_obs"]` too, so bootstrap values see the same input scale as the policy."""
 
-    def __init__(self, env: Any, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+    def __init__(self, env: Any, clip: float = 10.0, epsilon: float = 1e-8, groups: int | None = None) -> None:
         super().__init__(env)
         shape = tuple(env.single_observation_space.shape)
-        self.rms = RunningMeanStd(shape, torch.device(env.device))
+        self.rms = RunningMeanStd(shape, torch.device(env.device), groups=groups)  # groups: one per seed
         self.clip, self.epsilon, self.training = clip, epsilon, True
 
     def normalize(self, obs: Tensor) -> Tensor:
-        out = (obs - self.rms.mean) / torch.sqrt(self.rms.var + self.epsilon)
+        n = obs.shape[0]
+        out = (obs - self.rms.rows(self.rms.mean, n)) / torch.sqrt(self.rms.rows(self.rms.var, n) + self.epsilon)
         return out.clamp(-self.clip, self.clip).to(torch.float32)
 
     def reset(self, seed: int | None = None) -> tuple[Tensor, dict[str, Any]]:
@@ -278,9 +318,10 @@ class NormalizeReward(VecEnvWrapper):
     """reward -> clip(reward / sqrt(Var[discounted return] + eps)), the scaling of Engstrom et al. 2020
     ("Implementation Matters"): only scaled, never shifted, so the sign of rewards is kept."""
 
-    def __init__(self, env: Any, gamma: float = 0.99, clip: float = 10.0, epsilon: float = 1e-8) -> None:
+    def __init__(self, env: Any, gamma: float = 0.99, clip: float = 10.0, epsilon: float = 1e-8,
+                 groups: int | None = None) -> None:
         super().__init__(env)
-        self.rms = RunningMeanStd((), torch.device(env.device))
+        self.rms = RunningMeanStd((), torch.device(env.device), groups=groups)  # groups: one per seed
         self.gamma, self.clip, self.epsilon, self.training = gamma, clip, epsilon, True
         self._returns = torch.zeros(env.num_envs, dtype=torch.float64, device=torch.device(env.device))
 
@@ -294,7 +335,8 @@ class NormalizeReward(VecEnvWrapper):
         self._returns = self._returns * self.gamma + reward
         if self.training:
             self.rms.update(self._returns)
-        scaled = (reward / torch.sqrt(self.rms.var + self.epsilon)).clamp(-self.clip, self.clip).to(torch.float32)
+        var = self.rms.rows(self.rms.var, reward.shape[0])
+        scaled = (reward / torch.sqrt(var + self.epsilon)).clamp(-self.clip, self.clip).to(torch.float32)
         self._returns = torch.where(terminated | truncated, 0.0, self._returns)
         return obs, scaled, terminated, truncated, info
 

@@ -8,8 +8,7 @@ no logging, checkpoints or periodic evaluation): one seed as `rlpg train` comput
 agent on the single axis), and K seeds with rlpg.stacked and rlpg.axes.Seeds (parameters stacked along a seed
 dimension, a K x N-row env in seed groups, each seed sampling and shuffling from its own generator, per-seed
 normalisation, clipping, trust region). Every seed is then scored like `rlpg train`'s final evaluation (deterministic,
-20 episodes, seed + 10000). Observation and reward normalisers are not stacked yet: tasks whose preset turns them on
-are refused.
+20 episodes, seed + 10000, observations normalised with that seed's statistics where the preset normalises).
 """
 
 from __future__ import annotations
@@ -21,7 +20,8 @@ import time
 import torch
 
 from rlpg.axes import Seeds
-from rlpg.envs import make, set_training
+from rlpg.envs import find_wrapper, load_normalizer_state, make, set_training
+from rlpg.envs.wrappers import NormalizeObservation
 from rlpg.policies import ActorCritic
 from rlpg.rollout import Collector, evaluate
 from rlpg.stacked import StackedActorCritic, StackedCollector, seed_batch
@@ -44,15 +44,34 @@ def build(cfg, seed: int, env) -> tuple[ActorCritic, torch.Generator]:
     return policy, torch.Generator().set_state(torch.get_rng_state())
 
 
-def score(cfg, env_id: str, seed: int, policy: ActorCritic) -> float:
-    env = make(env_id, cfg.num_eval_envs, seed=seed + 10_000)
+def training_env(cfg, agent_cfg, env_id: str, seeds: int | list[int]):
+    k = len(seeds) if isinstance(seeds, list) else 1
+    return make(env_id, k * cfg.num_envs, seed=seeds, normalize_obs=bool(cfg.normalize_obs),
+                normalize_reward=bool(cfg.normalize_reward), gamma=agent_cfg.gamma, clip_obs=cfg.clip_obs,
+                clip_reward=cfg.clip_reward)
+
+
+def score(cfg, env_id: str, seed: int, policy: ActorCritic, obs_rms: dict | None) -> float:
+    env = make(env_id, cfg.num_eval_envs, seed=seed + 10_000, normalize_obs=bool(cfg.normalize_obs),
+               clip_obs=cfg.clip_obs)
+    if obs_rms is not None:
+        load_normalizer_state(env, {"obs_rms": obs_rms})
     set_training(env, False)
     return float(evaluate(env, policy, cfg.eval_episodes, seed=seed + 10_000).mean())
 
 
+def obs_stats(env, k: int | None) -> dict | None:
+    """The observation statistics of the training env (of seed group k), as a checkpoint holds them."""
+    wrapper = find_wrapper(env, NormalizeObservation)
+    if wrapper is None:
+        return None
+    rms = wrapper.rms
+    return rms.state_dict() if k is None else {"mean": rms.mean[k], "var": rms.var[k], "count": rms.count[k]}
+
+
 def one_seed(algo: str, env_id: str, seed: int) -> tuple[float, float]:
     cfg, agent_cfg = resolve_configs(algo, env_id, {"backend": "torch", "seed": seed})
-    env = make(env_id, cfg.num_envs, seed=seed)
+    env = training_env(cfg, agent_cfg, env_id, seed)
     policy, _ = build(cfg, seed, env)  # the global generator now holds what the run samples from
     agent = ALGOS[algo][0](policy, agent_cfg)
     collector = Collector(env, policy, cfg.num_steps)
@@ -63,12 +82,12 @@ def one_seed(algo: str, env_id: str, seed: int) -> tuple[float, float]:
         rollout = collector.collect()
         agent.update(flatten(rollout, *agent.advantages(rollout)), it / iterations)
     seconds = time.perf_counter() - start
-    return seconds, score(cfg, env_id, seed, policy)
+    return seconds, score(cfg, env_id, seed, policy, obs_stats(env, None))
 
 
 def many_seeds(algo: str, env_id: str, seeds: list[int]) -> tuple[float, list[float]]:
     cfg, agent_cfg = resolve_configs(algo, env_id, {"backend": "torch", "seed": seeds[0]})
-    env = make(env_id, len(seeds) * cfg.num_envs, seed=seeds)
+    env = training_env(cfg, agent_cfg, env_id, seeds)
     built = [build(cfg, s, env) for s in seeds]
     stacked = StackedActorCritic([p for p, _ in built])
     generators = [g for _, g in built]
@@ -81,7 +100,7 @@ def many_seeds(algo: str, env_id: str, seeds: list[int]) -> tuple[float, list[fl
         rollout = collector.collect()
         agent.update(seed_batch(rollout, *agent.advantages(rollout), len(seeds)), it / iterations)
     seconds = time.perf_counter() - start
-    return seconds, [score(cfg, env_id, s, stacked.policy(k)) for k, s in enumerate(seeds)]
+    return seconds, [score(cfg, env_id, s, stacked.policy(k), obs_stats(env, k)) for k, s in enumerate(seeds)]
 
 
 def main() -> None:
@@ -94,9 +113,6 @@ def main() -> None:
     args = parser.parse_args()
     seeds = seed_list(args.seeds)
     cfg, _ = resolve_configs(args.algo, args.env, {"backend": "torch"})
-    if cfg.normalize_obs or cfg.normalize_reward:
-        raise SystemExit(f"{args.algo} on {args.env} normalises observations or rewards; the K-seed computation "
-                         "does not stack normalisers yet")
     torch.set_num_threads(1)
     single_seconds, single_return = one_seed(args.algo, args.env, seeds[0])
     torch.set_num_threads(args.threads)

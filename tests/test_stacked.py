@@ -338,3 +338,33 @@ def test_batched_line_search_accepts_each_seeds_first_good_candidate():
     assert [bool(a) for a in res.accepted] == [True, True, False, False]  # seed 2: no candidate improves enough
     assert int(res.steps[3]) == 0 and torch.equal(state["x"][3], x0[3])  # skipped: untouched, restored
     torch.testing.assert_close(state["x"], res.params)  # the parameters are left at the result
+
+
+def test_normalisers_of_a_k_seed_env_keep_each_seeds_own_statistics():
+    from rlpg.envs import find_wrapper, make
+    from rlpg.envs.wrappers import NormalizeObservation, NormalizeReward
+
+    seeds, n = [11, 12, 13], 4
+    kw = dict(normalize_obs=True, normalize_reward=True, gamma=0.9)
+    together = make("Pendulum-v1", len(seeds) * n, seed=seeds, **kw)
+    apart = [make("Pendulum-v1", n, seed=s, **kw) for s in seeds]
+    obs = together.reset(seed=seeds)[0]
+    torch.testing.assert_close(obs, torch.cat([e.reset(seed=s)[0] for e, s in zip(apart, seeds, strict=True)]))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(250):  # past Pendulum's 200-step episodes: the discounted returns restart
+        actions = torch.rand((len(seeds) * n, 1), generator=g) * 4 - 2
+        out = together.step(actions)
+        parts = [e.step(actions[k * n:(k + 1) * n]) for k, e in enumerate(apart)]
+        for i in range(4):
+            torch.testing.assert_close(out[i], torch.cat([p[i] for p in parts]), rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(out[4]["final_obs"], torch.cat([p[4]["final_obs"] for p in parts]), rtol=1e-6,
+                                   atol=1e-6)
+    for cls in (NormalizeObservation, NormalizeReward):
+        rms = find_wrapper(together, cls).rms
+        for k, e in enumerate(apart):
+            alone = find_wrapper(e, cls).rms
+            torch.testing.assert_close(rms.mean[k], alone.mean)
+            torch.testing.assert_close(rms.var[k], alone.var)
+            torch.testing.assert_close(rms.count[k], alone.count)
+    assert not torch.allclose(find_wrapper(together, NormalizeObservation).rms.mean[0],
+                              find_wrapper(together, NormalizeObservation).rms.mean[1])  # the seeds' differ
