@@ -158,12 +158,18 @@ class RunningMeanStd:
         all_finite = finite.all()
         b_mean = torch.where(all_finite, x.mean(0), masked_mean)
         b_var = torch.where(all_finite, x.var(0, correction=0), masked_var)
+        self._merge(b_mean, b_var, b_count)
+
+    def _merge(self, b_mean: Tensor, b_var: Tensor, b_count: Tensor) -> None:
+        """Chan et al.'s update with a batch's moments; b_count broadcasts against the mean (a scalar, or [K, 1, ...]
+        with K groups)."""
+        count = self.count.reshape(b_count.shape)
         delta = b_mean - self.mean
-        total = self.count + b_count
+        total = count + b_count
         self.mean = self.mean + delta * b_count / total
-        m2 = self.var * self.count + b_var * b_count + delta.pow(2) * self.count * b_count / total
+        m2 = self.var * count + b_var * b_count + delta.pow(2) * count * b_count / total
         self.var = m2 / total
-        self.count = total
+        self.count = total.reshape(self.count.shape)
 
     def _update_groups(self, x: Tensor) -> None:
         """update() of each group on its own rows, all groups at once."""
@@ -181,14 +187,7 @@ class RunningMeanStd:
         all_finite = finite.all(1).reshape(k, *([1] * (x.dim() - 2)))
         b_mean = torch.where(all_finite, x.mean(1), masked_mean)
         b_var = torch.where(all_finite, x.var(1, correction=0), masked_var)
-        delta = b_mean - self.mean
-        count = self.count.reshape(k, *([1] * (x.dim() - 2)))
-        b_n = b_count.reshape(count.shape)
-        total = count + b_n
-        self.mean = self.mean + delta * b_n / total
-        m2 = self.var * count + b_var * b_n + delta.pow(2) * count * b_n / total
-        self.var = m2 / total
-        self.count = total.reshape(k)
+        self._merge(b_mean, b_var, b_count.reshape(counts.shape))
 
     def sync(self) -> None:
         """Under torchrun: merge what every rank has seen since the last sync into statistics every rank shares.

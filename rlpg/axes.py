@@ -20,8 +20,7 @@ from torch.distributions import Distribution
 from rlpg import distributed
 from rlpg import trust_region as tr
 from rlpg.advantage import explained_variance as _explained_variance
-from rlpg.errors import NonFiniteError
-from rlpg.optim import NamedParams, grad_norms, step_with_clip
+from rlpg.optim import NamedParams, grad_norms, seed_grad_norms, step_with_clip
 from rlpg.types import Batch
 
 
@@ -161,29 +160,8 @@ class Seeds(Single):
 
     def step(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: NamedParams, max_grad_norm: float | None,
              norm_type: float, clip_value: float | None) -> tuple[Tensor, Tensor]:
-        """step_with_clip per seed: the seeds' losses [K] summed for one backward (each seed's gradient is its own),
-        each seed's norm measured and clipped on its own, one optimizer step. Returns (total [K], per [K, P])."""
-        from rlpg.stacked import clip_per_seed, seed_grad_norms
-
-        optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
-        total, per = seed_grad_norms(grads, norm_type)
-        finite = torch.isfinite(total) & torch.isfinite(loss)
-        if not bool(finite.all()):  # one sync per gradient step, as in a single run
-            optimizer.zero_grad(set_to_none=True)
-            bad = [k for k in range(len(finite)) if not bool(finite[k])]
-            raise NonFiniteError(f"non-finite loss or gradient for seed index {bad[0]} (of {len(finite)}); parameters "
-                                 "were not updated: lower the learning rate, set --max-grad-norm, or normalise "
-                                 "observations")
-        live = [p.grad for _, p in params if p.grad is not None]
-        if clip_value is not None:
-            torch.nn.utils.clip_grad_value_([p for _, p in params if p.grad is not None], clip_value)
-        if max_grad_norm is not None and live:
-            clipped = total if clip_value is None else seed_grad_norms(live, norm_type)[0]
-            clip_per_seed(live, clipped, max_grad_norm)
-        optimizer.step()
-        return total, per
+        """step_with_clip per seed: losses [K]; returns (total [K], per [K, P])."""
+        return step_with_clip(optimizer, loss, params, max_grad_norm, norm_type, clip_value, per_seed=True)
 
     def explained_variance(self, values: Tensor, returns: Tensor) -> Tensor:
         return torch.stack([_explained_variance(values[k], returns[k]) for k in range(values.shape[0])])
@@ -195,8 +173,6 @@ class Seeds(Single):
         return None
 
     def grad_norms(self, grads: Sequence[Tensor], norm_type: float) -> tuple[Tensor, Tensor]:
-        from rlpg.stacked import seed_grad_norms
-
         return seed_grad_norms(grads, norm_type)
 
     def vector_norm(self, x: Tensor) -> Tensor:

@@ -190,8 +190,8 @@ class Runner:
     def sb3_command(self, algo: str, env_id: str, seed: int) -> list[str]:
         b = self.bench
         return [sys.executable, "-m", "rlpg.bench_sb3", "--algo", algo, "--env", env_id, "--seed", str(seed),
-                "--total-steps", str(b.total_steps), "--run-dir", str(self.out / "runs" / run_name(algo, env_id, seed,
-                                                                                                   "sb3")),
+                "--total-steps", str(b.total_steps),
+                "--run-dir", str(self.out / "runs" / run_name(algo, env_id, seed, "sb3")),
                 "--eval-interval", str(max(1, b.total_steps // b.eval_points)), "--eval-episodes",
                 str(b.eval_episodes), "--eval-seed", str(EVAL_SEED)]
 
@@ -213,7 +213,7 @@ class Runner:
         if self.bench.sb3 == "on":
             print("rlpg bench: SB3's PPO and sb3-contrib's TRPO run beside rlpg's, with rl-zoo's settings "
                   "(--sb3 off to skip them)", flush=True)
-        started: dict[str, tuple[str, str, int, float]] = {}
+        started: dict[str, tuple[str, str, str, int, float]] = {}  # name -> library, algo, env, seed, start time
         failed: list[str] = []
         try:
             queue = list(enumerate(todo, 1))
@@ -225,9 +225,9 @@ class Runner:
                     run_dir = self.out / "runs" / name
                     # trained, not yet recorded (stopped in between): record it without training again
                     if (trained(run_dir) if library == "rlpg" else (run_dir / "result.json").is_file()):
-                        timed = self.out / "runs" / f"{name}.seconds"
-                        seconds = float(timed.read_text()) if timed.is_file() else event_span(run_dir)
-                        self._record(rows, library, algo, env_id, seed, run_dir, seconds)
+                        seconds = self._seconds(name)
+                        self._record(rows, library, algo, env_id, seed, run_dir,
+                                     event_span(run_dir) if seconds is None else seconds)
                         recorded += 1
                         continue
                     started[name] = (library, algo, env_id, seed, time.perf_counter())
@@ -264,12 +264,16 @@ class Runner:
                 signal.signal(s, handler)
         return recorded
 
+    def _seconds(self, name: str) -> float | None:
+        """The wall time of a run's stretches so far (OUT/runs/NAME.seconds), None when none was timed."""
+        path = self.out / "runs" / f"{name}.seconds"
+        return float(path.read_text()) if path.is_file() else None
+
     def _add_seconds(self, name: str, seconds: float) -> float:
         """Add one stretch of a run's wall time to OUT/runs/NAME.seconds; returns its total over every stretch (a
         run stopped and continued is timed by its stretches, not by the hours between them)."""
-        path = self.out / "runs" / f"{name}.seconds"
-        total = (float(path.read_text()) if path.is_file() else 0.0) + seconds
-        atomic_write(path, lambda f: f.write(f"{total:.3f}\n".encode()))
+        total = (self._seconds(name) or 0.0) + seconds
+        atomic_write(self.out / "runs" / f"{name}.seconds", lambda f: f.write(f"{total:.3f}\n".encode()))
         return total
 
     def _record(self, rows: list[dict[str, str]], library: str, algo: str, env_id: str, seed: int, run_dir: Path,

@@ -116,8 +116,8 @@ class Run:
             raise RLPGError(f"the SB3 side of rlpg bench needs stable-baselines3 and sb3-contrib: "
                             f"{install_line('bench')}")
         self.algo, self.env_id, self.seed, self.total_steps = algo, env_id, seed, total_steps
-        self.run_dir, self.eval_interval, self.eval_episodes, self.eval_seed = run_dir, eval_interval, eval_episodes, \
-            eval_seed
+        self.run_dir, self.eval_interval = run_dir, eval_interval
+        self.eval_episodes, self.eval_seed = eval_episodes, eval_seed
         self.hyper, self.source = settings(algo, env_id)
         self.stop = False
 
@@ -133,15 +133,20 @@ class Run:
         env = VecNormalize(env, gamma=self.hyper.get("gamma", 0.99), training=training, norm_reward=training)
         return env
 
+    def _cls(self) -> Any:
+        if self.algo == "ppo":
+            from stable_baselines3 import PPO
+
+            return PPO
+        from sb3_contrib import TRPO
+
+        return TRPO
+
     def _model(self, env: Any) -> Any:
         kwargs = {k: _schedule(v) for k, v in self.hyper.items() if k not in ("normalize", "n_envs")}
         if "policy_kwargs" in kwargs:
             kwargs["policy_kwargs"] = _policy_kwargs(kwargs["policy_kwargs"])
-        if self.algo == "ppo":
-            from stable_baselines3 import PPO as cls
-        else:
-            from sb3_contrib import TRPO as cls
-        return cls("MlpPolicy", env, seed=self.seed, device="cpu", verbose=0, **kwargs)
+        return self._cls()("MlpPolicy", env, seed=self.seed, device="cpu", verbose=0, **kwargs)
 
     def evaluate(self, model: Any, train_env: Any) -> float:
         """Mean deterministic return over eval_episodes on eval_seed, observations normalised with the training
@@ -190,8 +195,7 @@ class Run:
         stats = self.run_dir / "last_vecnormalize.pkl"
         env = self._make_env(n_envs, self.seed, training=True, stats=stats if resumed else None)
         if resumed:
-            cls = type(self._model(env))
-            model = cls.load(str(self.run_dir / "last.zip"), env=env, device="cpu")
+            model = self._cls().load(str(self.run_dir / "last.zip"), env=env, device="cpu")
         else:
             model = self._model(env)
         writer = SummaryWriter(str(self.run_dir))

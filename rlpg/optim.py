@@ -66,6 +66,23 @@ def grad_norms(grads: Sequence[Tensor], norm_type: float = 2.0) -> tuple[Tensor,
     return total, per
 
 
+def seed_grad_norms(grads: Sequence[Tensor], norm_type: float = 2.0) -> tuple[Tensor, Tensor]:
+    """grad_norms of K seeds' stacked gradients [K, ...] (rlpg.stacked): per seed the total norm [K] and each
+    parameter's norm [K, P]."""
+    per = torch.stack([torch.linalg.vector_norm(g.detach().reshape(g.shape[0], -1), norm_type, dim=1)
+                       for g in grads], dim=1)  # [K, P]
+    total = per.amax(1) if math.isinf(norm_type) else torch.linalg.vector_norm(per, norm_type, dim=1)
+    return total, per
+
+
+def clip_per_seed(grads: Sequence[Tensor], total: Tensor, max_norm: float) -> None:
+    """Scale seed k's stacked gradients by min(1, max_norm / (total[k] + 1e-6)): clip_grad_norm_ of each seed on its
+    own."""
+    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(coef.reshape(-1, *([1] * (g.dim() - 1))))
+
+
 def step_with_clip(
     optimizer: torch.optim.Optimizer,
     loss: Tensor,
@@ -74,6 +91,7 @@ def step_with_clip(
     norm_type: float = 2.0,
     clip_value: float | None = None,
     check_finite: bool = True,
+    per_seed: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """zero_grad -> backward -> (sum over ranks) -> measure norms -> clip by value and/or norm -> step.
 
@@ -84,27 +102,44 @@ def step_with_clip(
 
     With `check_finite`, a NaN/inf loss or gradient raises NonFiniteError before `optimizer.step()`, so a
     non-finite gradient never reaches the parameters (one host sync per gradient step, not per env step).
+
+    `per_seed`: K seeds stacked along the parameters' first dimension (rlpg.stacked), `loss` their losses [K]. One
+    backward of their sum gives each seed its own gradient; norms ([K], [K, P]), the finiteness check and the clip
+    are each seed's own (not under torchrun).
     """
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    # under torchrun: the ranks' gradients (and losses) summed, so every rank measures, clips and steps alike
-    loss_value = reduce_gradients([p for _, p in params], loss)
+    if per_seed:
+        loss.sum().backward()
+        loss_value = loss.detach()
+    else:
+        loss.backward()
+        # under torchrun: the ranks' gradients (and losses) summed, so every rank measures, clips and steps alike
+        loss_value = reduce_gradients([p for _, p in params], loss)
+    norms = seed_grad_norms if per_seed else grad_norms
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
-    total, per = grad_norms(grads, norm_type)
-    if check_finite and not bool(torch.isfinite(total) & torch.isfinite(loss_value)):
-        optimizer.zero_grad(set_to_none=True)
-        bad = "loss" if not torch.isfinite(loss_value) else "gradient"
-        raise NonFiniteError(
-            f"non-finite {bad} (loss={loss_value.item():.4g}, grad norm={total.item():.4g}); parameters "
-            "were not updated: lower the learning rate, set --max-grad-norm, or normalise observations"
-        )
+    total, per = norms(grads, norm_type)
+    if check_finite:
+        finite = torch.isfinite(total) & torch.isfinite(loss_value)
+        if not bool(finite.all()):
+            optimizer.zero_grad(set_to_none=True)
+            k = int((~finite).nonzero()[0, 0]) if per_seed else None  # the first seed at fault
+            lv, tv = (loss_value, total) if k is None else (loss_value[k], total[k])
+            bad = "loss" if not torch.isfinite(lv) else "gradient"
+            where = "" if k is None else f" for seed index {k} of {len(finite)}"
+            raise NonFiniteError(
+                f"non-finite {bad}{where} (loss={lv.item():.4g}, grad norm={tv.item():.4g}); parameters "
+                "were not updated: lower the learning rate, set --max-grad-norm, or normalise observations"
+            )
     live = [p.grad for _, p in params if p.grad is not None]
     if clip_value is not None:
         torch.nn.utils.clip_grad_value_([p for _, p in params if p.grad is not None], clip_value)
     if max_grad_norm is not None and live:
-        clipped_total = total if clip_value is None else grad_norms(live, norm_type)[0]
-        coef = (max_grad_norm / (clipped_total + 1e-6)).clamp(max=1.0)
-        torch._foreach_mul_(live, coef)
+        clipped_total = total if clip_value is None else norms(live, norm_type)[0]
+        if per_seed:
+            clip_per_seed(live, clipped_total, max_grad_norm)
+        else:
+            coef = (max_grad_norm / (clipped_total + 1e-6)).clamp(max=1.0)
+            torch._foreach_mul_(live, coef)
     optimizer.step()
     return total, per
 

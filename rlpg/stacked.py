@@ -13,12 +13,12 @@ whatever K, which is where K seeds beat K processes on small networks (scripts/b
 `torch.func.vmap` over `functional_call`). The seeds never mix: the loss of the K-seed batch is the sum of the seeds'
 losses, so each seed's gradient is its own gradient, and the elementwise optimizers (Adam, RMSprop, SGD) over the
 stacked parameters are exactly K independent optimizers. What is not elementwise is taken per seed here: gradient
-norms and clipping (`seed_grad_norms`, `clip_per_seed`) and sampling (`sample`, one generator per seed).
+norms and clipping (rlpg.optim.step_with_clip's `per_seed`) and sampling (`sample`, one generator per seed).
 """
 
 from __future__ import annotations
 
-import math
+import copy
 from collections.abc import Sequence
 
 import gymnasium as gym
@@ -93,8 +93,9 @@ class StackedActorCritic(nn.Module):
             self.actor.log_std = nn.Parameter(torch.stack([p.actor.log_std.detach() for p in policies]).clone())
         self.critic = stack_mlp([p.critic for p in policies])
         self.nvec = getattr(first.actor, "nvec", None)
+        trainable = {name: p.requires_grad for name, p in first.named_parameters()}
         for name, p in self.named_parameters():  # frozen parameters stay frozen (fine-tuning K seeds at once)
-            p.requires_grad_(dict(first.named_parameters())[name].requires_grad)
+            p.requires_grad_(trainable[name])
 
     def preprocess(self, obs: Tensor) -> Tensor:
         """[K, N, *obs_shape] -> [K, N, D] in the parameters' dtype (one-hot for Discrete observations)."""
@@ -127,8 +128,6 @@ class StackedActorCritic(nn.Module):
 
     def policy(self, k: int) -> ActorCritic:
         """Seed k as an ordinary ActorCritic (a copy of its weights), as a single run of that seed holds it."""
-        import copy
-
         single = copy.deepcopy(self._template[0])
         single.load_state_dict(self.state_dict_of(k))
         return single
@@ -160,21 +159,6 @@ def sample(dist: Distribution, generators: Sequence[torch.Generator]) -> Tensor:
             loc, scale = dist.base_dist.loc, dist.base_dist.scale
             return torch.stack([torch.normal(loc[k], scale[k], generator=g) for k, g in enumerate(generators)])
     raise TypeError(f"sample() does not know {type(dist).__name__}")
-
-
-def seed_grad_norms(grads: Sequence[Tensor], norm_type: float = 2.0) -> tuple[Tensor, Tensor]:
-    """Per seed: the total gradient norm [K] and each parameter's norm [K, P] of stacked gradients [K, ...]."""
-    per = torch.stack([torch.linalg.vector_norm(g.detach().reshape(g.shape[0], -1), norm_type, dim=1)
-                       for g in grads], dim=1)  # [K, P]
-    total = per.amax(1) if math.isinf(norm_type) else torch.linalg.vector_norm(per, norm_type, dim=1)
-    return total, per
-
-
-def clip_per_seed(grads: Sequence[Tensor], total: Tensor, max_norm: float) -> None:
-    """Scale seed k's gradients by min(1, max_norm / (total[k] + 1e-6)): clip_grad_norm_ of each seed on its own."""
-    coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
-    for g in grads:
-        g.mul_(coef.reshape(-1, *([1] * (g.dim() - 1))))
 
 
 class StackedCollector:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from rlpg.errors import ConfigError
-from rlpg.optim import make_optimizer
+from rlpg.optim import clip_per_seed, make_optimizer, seed_grad_norms
 from rlpg.policies import ActorCritic
-from rlpg.stacked import StackedActorCritic, clip_per_seed, sample, seed_grad_norms
+from rlpg.stacked import StackedActorCritic, sample
 
 K, N = 3, 5
 SPACES = {
@@ -368,3 +368,20 @@ def test_normalisers_of_a_k_seed_env_keep_each_seeds_own_statistics():
             torch.testing.assert_close(rms.count[k], alone.count)
     assert not torch.allclose(find_wrapper(together, NormalizeObservation).rms.mean[0],
                               find_wrapper(together, NormalizeObservation).rms.mean[1])  # the seeds' differ
+
+
+def test_a_non_finite_loss_of_one_seed_names_it_and_updates_no_seed():
+    from rlpg.errors import NonFiniteError
+    from rlpg.optim import step_with_clip
+
+    obs_space, act_space = SPACES["box"]
+    stacked = StackedActorCritic(policies(obs_space, act_space))
+    before = {n: p.detach().clone() for n, p in stacked.named_parameters()}
+    obs = observations(obs_space)
+    opt = make_optimizer("adam", stacked.parameters(), 1e-2)
+    scale = torch.tensor([1.0, float("nan"), 1.0])
+    loss = (stacked.value(obs) ** 2).mean(-1) * scale  # seed index 1's loss is NaN
+    with pytest.raises(NonFiniteError, match="non-finite loss for seed index 1 of 3"):
+        step_with_clip(opt, loss, list(stacked.named_parameters()), 0.5, per_seed=True)
+    for n, p in stacked.named_parameters():
+        assert torch.equal(p, before[n]) and p.grad is None
