@@ -228,7 +228,7 @@ class RunningMeanStd:
                 f"saved normaliser statistics have shape {tuple(mean.shape)}, this environment's observations "
                 f"{tuple(self.mean.shape)}; was the checkpoint made for another environment?"
             )
-        if not (torch.isfinite(mean).all() and torch.isfinite(var).all() and torch.isfinite(count)):
+        if not (torch.isfinite(mean).all() and torch.isfinite(var).all() and torch.isfinite(count).all()):
             raise CheckpointError("saved normaliser statistics are not finite (NaN or inf); the checkpoint is damaged")
         self.mean, self.var, self.count = mean, var, count
         self._synced = (mean, var, count)

@@ -38,6 +38,7 @@ def _train(argv: Sequence[str]) -> int:
     from rlpg.agents import ALGOS
     from rlpg.config import TrainConfig, add_arguments
     from rlpg.errors import unknown_name
+    from rlpg.seeds import MANIFEST, is_group
     from rlpg.trainer import Trainer, resolve_configs, resume_configs
 
     pre = Parser(add_help=False)
@@ -47,7 +48,16 @@ def _train(argv: Sequence[str]) -> int:
     pre.add_argument("--backend", default=None)
     pre.add_argument("--env-packages", "--env-package", nargs="*", action="extend", default=None)
     pre.add_argument("--nproc", type=int, default=None)
+    pre.add_argument("--seeds", nargs="+", default=None)
     known, _ = pre.parse_known_args(argv)
+    group = known.resume is not None and is_group(known.resume)
+    if known.seeds is not None or group:
+        if known.seeds is not None and known.resume is not None:
+            raise ConfigError("--resume GROUP continues the seeds it was trained with; leave out --seeds")
+        if known.nproc is not None:
+            raise ConfigError("--seeds trains the seeds in this process; it does not combine with --nproc")
+        if any(a == "--seed" or a.startswith("--seed=") for a in argv):
+            raise ConfigError("pass either --seed (one run) or --seeds (one run per seed, trained together), not both")
     if known.nproc is not None and "-h" not in argv and "--help" not in argv:
         from rlpg.distributed import launched_world_size
 
@@ -66,6 +76,9 @@ def _train(argv: Sequence[str]) -> int:
         from rlpg import checkpoint
 
         last = Path(known.resume) / "last.pt"
+        if group:  # a K-seed run: its first seed's last.pt tells the algorithm
+            runs = json.loads((Path(known.resume) / MANIFEST).read_text())["runs"]
+            last = Path(known.resume) / runs[0] / "last.pt"
         if not last.is_file():
             raise ConfigError(f"--resume {known.resume}: no last.pt there; pass the run directory of an rlpg run")
         saved = checkpoint.load(last)
@@ -104,12 +117,34 @@ def _train(argv: Sequence[str]) -> int:
         help="train on K processes of this machine (torchrun --standalone --nproc-per-node K -m rlpg train ...): "
         "each steps num_envs / K environments and every update is the one on the global batch num_envs * num_steps; "
         "without it the run trains in this process; for many machines call torchrun yourself (see the README)")
+    parser.add_argument(
+        "--seeds", nargs="+", default=argparse.SUPPRESS, metavar="SEED",
+        help="train one run per seed in this process, as one batched computation (1-16, or 1 2 5): a group "
+        "directory with a run directory per seed (seed_1, ...), each as a single run of that seed writes it, and "
+        "summary.json; --resume GROUP continues all of them")
     add_arguments(parser, TrainConfig, "training", shown=notes)
     add_arguments(parser, agent_cls, f"{algo} hyperparameters", shown=notes)
     args = vars(parser.parse_args(argv))
     args.pop("nproc", None)
     resume = args.pop("resume", None)
     overwrite = args.pop("overwrite", False)
+    seeds = args.pop("seeds", None)
+    if seeds is not None or group:
+        from rlpg.seeds import SeedsTrainer, parse_seeds
+
+        if group:
+            trainer = SeedsTrainer.resumed(resume, args.pop("algo", None), args.pop("env_id", None), args)
+            what = (f"resuming {trainer.cfg.algo} on {trainer.cfg.env_id}, seeds {' '.join(map(str, trainer.seeds))}, "
+                    f"at step {trainer.resume_from[0]['global_step']:,} of {trainer.cfg.total_steps:,}")
+        else:
+            cfg, agent_cfg = resolve_configs(args.pop("algo", algo), args.pop("env_id", None), args)
+            trainer = SeedsTrainer(cfg, agent_cfg, parse_seeds(seeds), overwrite=overwrite)
+            what = f"training {cfg.algo} on {cfg.env_id}, {trainer.k} seeds in one process"
+        if trainer.cfg.keep_heap:
+            from rlpg.runtime import keep_heap_memory
+
+            keep_heap_memory()
+        return _run_seeds(trainer, what)
     if resume is not None:
         if overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
@@ -174,6 +209,37 @@ def _run_trainer(trainer: Any, cfg: Any, what: str) -> int:
         f"run dir {result.run_dir}"
     )
     print(f"rlpg: watch it with: tensorboard --logdir {cfg.logdir}")
+    return 0
+
+
+def _run_seeds(trainer: Any, what: str) -> int:
+    """rlpg train --seeds: the start line, the run, and a summary line over the seeds."""
+    from rlpg.presets import preset_name
+
+    cfg = trainer.cfg
+    tuned = preset_name(cfg.algo, cfg.env_id, trainer.backend)
+    settings = f"preset {tuned}" if tuned else "no preset: defaults"
+    print(f"rlpg: {what} ({trainer.backend} backend, {settings}, {cfg.num_envs} envs per seed, device "
+          f"{trainer.device}) -> {trainer.run_dir}", flush=True)
+    if _start_up_signal:
+        trainer.close_envs()
+        raise StopNow(_start_up_signal[0])
+    result = trainer.run()
+    if result.interrupted:
+        name = signal.Signals(result.signal).name if result.signal else "an interruption"
+        saved = (f"every seed's last.pt holds step {result.saved_step:,}; continue with: rlpg train --resume "
+                 f"{result.run_dir}" if result.saved_step is not None else "no checkpoint was written yet")
+        print(f"rlpg: stopped by {name} at step {result.global_step:,}; {saved}", file=sys.stderr)
+        return 128 + (result.signal or signal.SIGINT)
+    summary = result.summary()
+    final, best = summary["final_eval_return"], summary["best_eval_return"]
+    skipped = f"; {result.skipped_updates} update(s) skipped (non-finite)" if result.skipped_updates else ""
+    print(f"rlpg: done: {len(result.seeds)} seeds x {result.global_step} steps in {result.train_seconds:.1f} s; the "
+          f"final policies (last.pt) score {final['mean']:.2f} +/- {final['std']:.2f} over seeds (min "
+          f"{final['min']:.2f}, max {final['max']:.2f}; {cfg.eval_episodes} deterministic episodes each); best "
+          f"periodic evaluations (best.pt) {best['mean']:.2f} +/- {best['std']:.2f}{skipped}; runs in "
+          f"{result.run_dir} (summary.json)")
+    print(f"rlpg: watch them with: tensorboard --logdir {result.run_dir}")
     return 0
 
 

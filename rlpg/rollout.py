@@ -136,9 +136,10 @@ def evaluate(
     env: VecEnv,
     policy: ActorCritic,
     episodes: int,
-    seed: int | None = None,
+    seed: int | list[int] | None = None,
     deterministic: bool = True,
     max_steps: int | None = None,
+    groups: int = 1,
 ) -> Tensor:
     """Returns of `episodes` complete episodes [episodes] (on the host), run with the policy's mode.
 
@@ -147,22 +148,28 @@ def evaluate(
     must report episode statistics (rlpg.envs.make adds them). At most `max_steps` steps per env are taken
     (default: the env's share of episodes times its time limit, or EVAL_STEPS_WITHOUT_TIME_LIMIT per episode
     when it has none), then RLPGError: an env whose episodes never end cannot hang an evaluation.
+
+    `groups` K: K seeds at once (rlpg.seeds), `env` a K-seed env of K x N rows and `policy` their StackedActorCritic;
+    each seed's N rows play `episodes` episodes exactly as a single run's N envs would. Returns [K, episodes].
     """
-    n = env.num_envs
+    n = env.num_envs // groups
     device = next(policy.parameters()).device
     share = episodes // n + (episodes % n > 0)
     if max_steps is None:
         limit = getattr(env, "max_episode_steps", None) or EVAL_STEPS_WITHOUT_TIME_LIMIT
         max_steps = share * limit + 1
-    targets = torch.tensor([episodes // n + (i < episodes % n) for i in range(n)], device=device)
+    targets = torch.tensor([episodes // n + (i < episodes % n) for i in range(n)], device=device).repeat(groups)
     per_env = int(targets.max())
-    buf = torch.zeros((n, max(per_env, 1)), device=device)
-    counts = torch.zeros(n, dtype=torch.long, device=device)
-    rows = torch.arange(n, device=device)
+    buf = torch.zeros((n * groups, max(per_env, 1)), device=device)
+    counts = torch.zeros(n * groups, dtype=torch.long, device=device)
+    rows = torch.arange(n * groups, device=device)
     obs, _ = env.reset(seed=seed)
     for step in range(max_steps):
-        d = policy.dist(obs.to(device))
+        obs = obs.to(device)
+        d = policy.dist(obs if groups == 1 else obs.reshape(groups, n, *obs.shape[1:]))
         action = d.mode if deterministic else d.sample()
+        if groups > 1:
+            action = action.reshape(groups * n, *action.shape[2:])
         obs, _, terminated, truncated, info = env.step(action)
         take = info.get("episode_done", terminated | truncated).to(device) & (counts < targets)
         col = counts.clamp(max=per_env - 1)
@@ -180,4 +187,5 @@ def evaluate(
                 "or gymnasium.wrappers.TimeLimit)"
             )
     mask = torch.arange(max(per_env, 1), device=device).unsqueeze(0) < targets.unsqueeze(1)
-    return buf[mask].cpu()
+    returns = buf[mask].cpu()
+    return returns if groups == 1 else returns.reshape(groups, episodes)

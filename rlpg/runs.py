@@ -186,7 +186,7 @@ def default_run_name(env_id: str, algo: str, seed: int, stamp: int) -> str:
 def looks_like_run(path: Path) -> bool:
     """An rlpg run directory (or an empty one), which --overwrite may delete."""
     names = {p.name for p in path.iterdir()}
-    return not names or "config.json" in names or bool(names & {"last.pt", "best.pt"})
+    return not names or "config.json" in names or bool(names & {"last.pt", "best.pt", "seeds.json"})
 
 
 def prepare_run_dir(logdir: Path, name: str, explicit: bool, overwrite: bool) -> Path:

@@ -15,6 +15,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -91,14 +92,22 @@ def derived_seed(*keys: int) -> int:
 
 
 def train(algo: str | None = None, env_id: str | None = None, *, resume: str | Path | None = None,
-          overwrite: bool = False, **overrides: Any) -> TrainResult:
+          overwrite: bool = False, seeds: Sequence[int] | str | None = None, **overrides: Any) -> Any:
     """Train `algo` (default "ppo") on `env_id`; keyword arguments are any TrainConfig or agent-config field.
 
     result = rlpg.train("ppo", "CartPole-v1", total_steps=100_000, seed=1)
     result = rlpg.train(resume=result.run_dir, total_steps=200_000)   # continue a run (see resume_configs)
+    many = rlpg.train("ppo", "CartPole-v1", seeds="1-16")              # 16 seeds in one process (rlpg.seeds)
 
-    An existing run directory (an explicit `run_name`) is an error unless `overwrite=True` replaces it.
+    An existing run directory (an explicit `run_name`) is an error unless `overwrite=True` replaces it. Returns a
+    TrainResult, or with `seeds` (or resuming a K-seed run's group directory) a rlpg.seeds.SeedsResult.
     """
+    from rlpg.seeds import is_group, train_seeds
+
+    if seeds is not None or (resume is not None and is_group(resume)):
+        if seeds is not None and resume is not None:
+            raise ConfigError("resume=GROUP continues the seeds it was trained with; leave out seeds=")
+        return train_seeds(algo, env_id, seeds or [], resume=resume, overwrite=overwrite, **overrides)
     if resume is not None:
         cfg, agent_cfg, payload = resume_configs(resume, algo, env_id, overrides)
         return Trainer(cfg, agent_cfg, resume_from=payload).run()

@@ -102,9 +102,12 @@ def test_one_optimizer_over_stacked_parameters_is_k_independent_optimizers_with_
             torch.testing.assert_close(total[k], norm, rtol=1e-5, atol=1e-6)
             torch.testing.assert_close(per[k], before, rtol=1e-5, atol=1e-6)
             sopt.step()
+    # RMSprop's first steps divide by sqrt(0.01 g^2): a gradient element near zero turns float32 rounding (batched vs
+    # single matrix products) into a visible difference, so it is compared at a looser tolerance
+    tol = dict(rtol=1e-4, atol=1e-5) if optimizer == "rmsprop" else dict(rtol=1e-5, atol=1e-6)
     for k, single in enumerate(singles):
         for name, p in single.named_parameters():
-            torch.testing.assert_close(stacked.state_dict_of(k)[name], p.detach(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(stacked.state_dict_of(k)[name], p.detach(), **tol)
 
 
 def test_per_seed_norms_in_other_p_norms_match_torch():
