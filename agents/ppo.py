@@ -8,19 +8,18 @@ normalisation, global gradient-norm clipping, linear learning-rate annealing, an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
-from rlpg.advantage import rollout_gae
+from rlpg.agent_base import AgentBase
 from rlpg.axes import SINGLE, Single
 from rlpg.config import AgentConfig, positive
 from rlpg.distributed import all_reduce_sum
 from rlpg.errors import ConfigError
-from rlpg.optim import GradNormMeter, make_optimizer, set_lr
+from rlpg.optim import GradNormMeter
 from rlpg.policies import ActorCritic
-from rlpg.types import Batch, Rollout
+from rlpg.types import Batch
 
 STATS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
 
@@ -66,32 +65,22 @@ class PPOConfig(AgentConfig):
             )
 
 
-class PPO:
+class PPO(AgentBase):
     """PPO over an ActorCritic; one optimizer for actor and critic (they share the loss)."""
 
     def __init__(self, policy: ActorCritic, config: PPOConfig, axis: Single = SINGLE) -> None:
-        self.policy, self.config, self.axis = policy, config, axis
+        super().__init__(policy, config, axis)
         if axis.k is not None and config.target_kl is not None:
             raise ConfigError("--target-kl stops each seed's epochs at its own time, which one optimizer over the "
                               "stacked seeds cannot do yet; train those seeds one run each")
-        self.params = [(n, p) for n, p in policy.named_parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(
-            config.optimizer, (p for _, p in self.params), config.learning_rate, config.momentum
-        )
-        self.shuffle: torch.Generator | None = None
-        """draws the minibatches when set (identically seeded on every rank of a job, see rlpg.distributed)"""
-
-    def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
-        return rollout_gae(rollout, self.config.gamma, self.config.gae_lambda)
+        self.params = self.trainable(policy.named_parameters())
+        self.optimizer = self.add_optimizer("optimizer", self.params)
 
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config
-        frac = 1.0 - progress
-        lr = c.learning_rate * frac if c.anneal_lr else c.learning_rate
-        clip = c.clip_coef * frac if c.anneal_clip else c.clip_coef
-        set_lr(self.optimizer, lr)
+        lr = self.anneal(progress)
+        clip = c.clip_coef * (1.0 - progress) if c.anneal_clip else c.clip_coef
         ax = self.axis  # one run, or K seeds in one batch (rlpg.axes)
-        size = ax.size(batch)
         meter = GradNormMeter([n for n, _ in self.params])
         sums: Tensor | None = None
         steps = 0
@@ -99,7 +88,7 @@ class PPO:
         for _ in range(c.update_epochs):
             epochs += 1
             # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
-            parts = list(ax.minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle))
+            parts = list(self.minibatches(batch, c.num_minibatches))
             # per minibatch; under torchrun over the global minibatch, every minibatch's moments in one all-reduce
             advs = ax.normalize_each(batch.advantages, [idx for idx, _ in parts]) if c.norm_adv else None
             for k, (idx, count) in enumerate(parts):
@@ -126,7 +115,7 @@ class PPO:
                     with torch.no_grad():
                         entropy = ax.mean(dist.entropy(), count)
 
-                meter.add(*ax.step(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type, c.clip_value))
+                meter.add(*self.step(self.optimizer, loss, self.params))
                 with torch.no_grad():
                     approx_kl = ax.mean((ratio - 1) - logratio, count)  # k3 estimator (Schulman, "Approximating KL")
                     clip_frac = ax.mean(((ratio - 1).abs() > clip).float(), count)
@@ -139,15 +128,7 @@ class PPO:
         assert sums is not None
         means = ax.reduce_sum(sums) / steps
         metrics = {f"train/{k}": means[i] for i, k in enumerate(STATS)}
-        metrics["train/explained_variance"] = ax.explained_variance(batch.values, batch.returns)
-        metrics["train/learning_rate"] = torch.tensor(lr)
         metrics["train/clip_coef"] = torch.tensor(clip)
         metrics["train/epochs"] = torch.tensor(float(epochs))
-        metrics.update(meter.metrics())
+        metrics.update(self.common_metrics(batch, lr, meter))
         return metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])

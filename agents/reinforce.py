@@ -22,16 +22,16 @@ update). It is PPO's surrogate without the clip: nothing bounds the ratio, so ma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from rlpg.advantage import discounted_returns
+from rlpg.agent_base import AgentBase
 from rlpg.axes import SINGLE, Single
 from rlpg.config import AgentConfig, positive
 from rlpg.errors import ConfigError
-from rlpg.optim import GradNormMeter, make_optimizer, set_lr
+from rlpg.optim import GradNormMeter
 from rlpg.policies import ActorCritic
 from rlpg.types import Batch, Rollout
 
@@ -72,17 +72,14 @@ class REINFORCEConfig(AgentConfig):
                               f"num_envs * num_steps = {batch}; pick a divisor of {batch}")
 
 
-class REINFORCE:
+class REINFORCE(AgentBase):
     """Monte Carlo policy gradient over an ActorCritic; one optimizer (the critic only with a baseline)."""
 
     def __init__(self, policy: ActorCritic, config: REINFORCEConfig, axis: Single = SINGLE) -> None:
-        self.policy, self.config, self.axis = policy, config, axis
+        super().__init__(policy, config, axis)
         named = policy.actor_parameters() + (policy.critic_parameters() if config.baseline else [])
-        seen: set[int] = set()  # a shared image encoder belongs to both networks: one entry per parameter
-        self.params = named = [(n, p) for n, p in named if not (id(p) in seen or seen.add(id(p)))]
-        self.optimizer = make_optimizer(config.optimizer, (p for _, p in named), config.learning_rate, config.momentum)
-        self.shuffle: torch.Generator | None = None
-        """draws the minibatches when set (identically seeded on every rank of a job, see rlpg.distributed)"""
+        self.params = self.trainable(named)
+        self.optimizer = self.add_optimizer("optimizer", self.params)
 
     def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
         """(advantages, returns) [T, N]: A = G - V(s) with a baseline, else A = G; returns = G."""
@@ -93,8 +90,7 @@ class REINFORCE:
 
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config
-        lr = c.learning_rate * (1.0 - progress) if c.anneal_lr else c.learning_rate
-        set_lr(self.optimizer, lr)
+        lr = self.anneal(progress)
         ax = self.axis  # one run, or K seeds in one batch (rlpg.axes)
         adv = ax.normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B], over the whole batch
         size = ax.size(batch)
@@ -102,8 +98,7 @@ class REINFORCE:
         sums: dict[str, Tensor] = {}
         for _ in range(c.update_epochs):
             # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
-            parts = (ax.minibatches(size, c.num_minibatches, batch.obs.device, self.shuffle)
-                     if c.num_minibatches > 1 else [ax.whole(size)])
+            parts = self.minibatches(batch, c.num_minibatches) if c.num_minibatches > 1 else [ax.whole(size)]
             for idx, count in parts:
                 obs = ax.take(batch.obs, idx)
                 dist = self.policy.dist(obs)
@@ -116,18 +111,10 @@ class REINFORCE:
                 if c.baseline:
                     v_loss = 0.5 * ax.mean((self.policy.value(obs) - ax.take(batch.returns, idx)).pow(2), count)
                     loss = loss + c.vf_coef * v_loss
-                meter.add(*ax.step(self.optimizer, loss, self.params, c.max_grad_norm, c.norm_type, c.clip_value))
+                meter.add(*self.step(self.optimizer, loss, self.params))
                 for key, v in (("policy_loss", pg_loss), ("value_loss", v_loss), ("entropy", entropy)):
                     sums[key] = sums.get(key, 0) + v.detach()
         steps = c.update_epochs * c.num_minibatches
         metrics = {f"train/{k}": ax.reduce_sum(v) / steps for k, v in sums.items()}
-        metrics["train/explained_variance"] = ax.explained_variance(batch.values, batch.returns)
-        metrics["train/learning_rate"] = torch.tensor(lr)
-        metrics.update(meter.metrics())
+        metrics.update(self.common_metrics(batch, lr, meter))
         return metrics
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state["optimizer"])

@@ -11,18 +11,12 @@ fitted afterwards by its own first-order optimizer on the GAE returns. Metrics a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-import torch
 from torch import Tensor
 
-from rlpg.advantage import rollout_gae
-from rlpg.axes import SINGLE, Single
 from rlpg.config import AgentConfig, in_range, positive
-from rlpg.optim import make_optimizer
-from rlpg.policies import ActorCritic
-from rlpg.trust_update import check_trust_region, check_vf_minibatches, finish_update, natural_direction
-from rlpg.types import Batch, Rollout
+from rlpg.trust_update import TrustRegionAgent, check_trust_region, check_vf_minibatches
+from rlpg.types import Batch
 
 
 @dataclass
@@ -65,30 +59,12 @@ class TRPOConfig(AgentConfig):
         check_vf_minibatches(self.vf_minibatches, num_envs, num_steps)
 
 
-class TRPO:
+class TRPO(TrustRegionAgent):
     """TRPO over an ActorCritic: natural-gradient direction + line search; critic fitted by its own optimizer."""
-
-    def __init__(self, policy: ActorCritic, config: TRPOConfig, axis: Single = SINGLE) -> None:
-        self.policy, self.config, self.axis = policy, config, axis  # axis: one run or K seeds (rlpg.axes)
-        self.actor_named = policy.actor_parameters()
-        self.critic_named = policy.critic_parameters()
-        self.vf_optimizer = make_optimizer(config.optimizer, (p for _, p in self.critic_named), config.learning_rate,
-                                           config.momentum)
-        self.shuffle: torch.Generator | None = None
-        """draws the critic's minibatches when set (identically seeded on every rank of a job, rlpg.distributed)"""
-
-    def advantages(self, rollout: Rollout) -> tuple[Tensor, Tensor]:
-        return rollout_gae(rollout, self.config.gamma, self.config.gae_lambda)
 
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config
-        d = natural_direction(self, batch)
+        d = self.natural_direction(batch)
         ls = self.axis.line_search(d.evaluate, d.x0, d.step, c.max_kl, c.max_backtracks, c.backtrack_coef,
                                    c.accept_ratio, d.f0)
-        return finish_update(self, batch, progress, d, ls.kl, ls.improvement, ls.steps, ls.accepted)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"vf_optimizer": self.vf_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.vf_optimizer.load_state_dict(state["vf_optimizer"])
+        return self.finish_update(batch, progress, d, ls.kl, ls.improvement, ls.steps, ls.accepted)

@@ -144,7 +144,7 @@ def _train(argv: Sequence[str]) -> int:
             from rlpg.runtime import keep_heap_memory
 
             keep_heap_memory()
-        return _run_seeds(trainer, what)
+        return _run_trainer(trainer, trainer.cfg, what)
     if resume is not None:
         if overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
@@ -180,7 +180,8 @@ def _run_trainer(trainer: Any, cfg: Any, what: str) -> int:
     settings = f"preset {tuned}" if tuned else "no preset: defaults"
     if norm and not tuned:
         settings += f", {' and '.join(norm)} normalisation on"
-    envs = f"{cfg.num_envs} envs"
+    many = hasattr(trainer, "seeds")  # rlpg train --seeds: a rlpg.seeds.SeedsTrainer
+    envs = f"{cfg.num_envs} envs" + (" per seed" if many else "")
     if trainer.ctx is not None:
         envs += f" over {trainer.ctx.world_size} processes ({trainer.num_envs} each, {trainer.ctx.backend})"
     # progress goes to stdout; stderr holds only errors, warnings and what stopped a run
@@ -196,11 +197,21 @@ def _run_trainer(trainer: Any, cfg: Any, what: str) -> int:
     if result.interrupted:
         name = signal.Signals(result.signal).name if result.signal else "an interruption"
         nproc = f" --nproc {trainer.ctx.world_size}" if trainer.ctx is not None else ""
-        saved = (f"last.pt holds step {result.saved_step:,}; continue with: rlpg train{nproc} --resume "
+        holds = "every seed's last.pt holds" if many else "last.pt holds"
+        saved = (f"{holds} step {result.saved_step:,}; continue with: rlpg train{nproc} --resume "
                  f"{result.run_dir}" if result.saved_step is not None else "no checkpoint was written yet")
         print(f"rlpg: stopped by {name} at step {result.global_step:,}; {saved}", file=sys.stderr)
         return 128 + (result.signal or signal.SIGINT)
     skipped = f"; {result.skipped_updates} update(s) skipped (non-finite)" if result.skipped_updates else ""
+    if many:
+        final, best_ = (result.summary()[key] for key in ("final_eval_return", "best_eval_return"))
+        print(f"rlpg: done: {len(result.seeds)} seeds x {result.global_step} steps in {result.train_seconds:.1f} s; "
+              f"the final policies (last.pt) score {final['mean']:.2f} +/- {final['std']:.2f} over seeds (min "
+              f"{final['min']:.2f}, max {final['max']:.2f}; {cfg.eval_episodes} deterministic episodes each); best "
+              f"periodic evaluations (best.pt) {best_['mean']:.2f} +/- {best_['std']:.2f}{skipped}; runs in "
+              f"{result.run_dir} (summary.json)")
+        print(f"rlpg: watch them with: tensorboard --logdir {result.run_dir}")
+        return 0
     best = (f"; best periodic evaluation {result.best_eval_return:.2f} (best.pt, what rlpg eval scores)"
             if cfg.eval_interval and result.best_eval_return > result.eval_mean_return else "")
     print(
@@ -209,37 +220,6 @@ def _run_trainer(trainer: Any, cfg: Any, what: str) -> int:
         f"run dir {result.run_dir}"
     )
     print(f"rlpg: watch it with: tensorboard --logdir {cfg.logdir}")
-    return 0
-
-
-def _run_seeds(trainer: Any, what: str) -> int:
-    """rlpg train --seeds: the start line, the run, and a summary line over the seeds."""
-    from rlpg.presets import preset_name
-
-    cfg = trainer.cfg
-    tuned = preset_name(cfg.algo, cfg.env_id, trainer.backend)
-    settings = f"preset {tuned}" if tuned else "no preset: defaults"
-    print(f"rlpg: {what} ({trainer.backend} backend, {settings}, {cfg.num_envs} envs per seed, device "
-          f"{trainer.device}) -> {trainer.run_dir}", flush=True)
-    if _start_up_signal:
-        trainer.close_envs()
-        raise StopNow(_start_up_signal[0])
-    result = trainer.run()
-    if result.interrupted:
-        name = signal.Signals(result.signal).name if result.signal else "an interruption"
-        saved = (f"every seed's last.pt holds step {result.saved_step:,}; continue with: rlpg train --resume "
-                 f"{result.run_dir}" if result.saved_step is not None else "no checkpoint was written yet")
-        print(f"rlpg: stopped by {name} at step {result.global_step:,}; {saved}", file=sys.stderr)
-        return 128 + (result.signal or signal.SIGINT)
-    summary = result.summary()
-    final, best = summary["final_eval_return"], summary["best_eval_return"]
-    skipped = f"; {result.skipped_updates} update(s) skipped (non-finite)" if result.skipped_updates else ""
-    print(f"rlpg: done: {len(result.seeds)} seeds x {result.global_step} steps in {result.train_seconds:.1f} s; the "
-          f"final policies (last.pt) score {final['mean']:.2f} +/- {final['std']:.2f} over seeds (min "
-          f"{final['min']:.2f}, max {final['max']:.2f}; {cfg.eval_episodes} deterministic episodes each); best "
-          f"periodic evaluations (best.pt) {best['mean']:.2f} +/- {best['std']:.2f}{skipped}; runs in "
-          f"{result.run_dir} (summary.json)")
-    print(f"rlpg: watch them with: tensorboard --logdir {result.run_dir}")
     return 0
 
 

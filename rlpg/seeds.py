@@ -62,7 +62,7 @@ from rlpg.seed_envs import (
     set_training_all,
 )
 from rlpg.stacked import StackedActorCritic, StackedCollector, seed_batch
-from rlpg.trainer import _clone, _crossed, derived_seed, seed_everything
+from rlpg.trainer import Loop, _crossed, derived_seed, guarded_update, seed_everything
 from rlpg.types import Agent, Rollout
 
 MANIFEST = "seeds.json"
@@ -217,7 +217,7 @@ def per_seed_values(metrics: dict[str, Tensor], k: int) -> list[dict[str, float]
 
 
 # ----------------------------------------------------------------------------------------------------- trainer
-class SeedsTrainer:
+class SeedsTrainer(Loop):
     """The K-seed counterpart of rlpg.trainer.Trainer: builds K seeds' envs, policies (stacked) and agent, then runs
     the same loop (collect -> advantages -> update -> log -> evaluate / checkpoint) once for all seeds.
 
@@ -231,6 +231,7 @@ class SeedsTrainer:
             raise ConfigError("--seeds trains many seeds in one process; it does not combine with torchrun / --nproc")
         self.seeds = list(seeds)
         self.k = len(self.seeds)
+        self.ctx = None  # one process (see rlpg.distributed)
         self.device = resolve_device(cfg.device)
         self.backend = resolve_backend(cfg.env_id, cfg.backend)
         cfg = replace(cfg, backend=self.backend, device=str(self.device), seed=self.seeds[0])
@@ -454,26 +455,8 @@ class SeedsTrainer:
 
     def guarded_update(self, rollout: Rollout, progress: float) -> dict[str, Tensor] | None:
         """agent.update of all seeds, undone for all of them when a loss or gradient turns non-finite (see
-        rlpg.trainer.Trainer.guarded_update)."""
-        snapshot = (_clone(self.policy.state_dict()), _clone(self.agent.state_dict()))
-        try:
-            advantages, returns = self.agent.advantages(rollout)
-            metrics = self.agent.update(seed_batch(rollout, advantages, returns, self.k), progress)
-            finite = torch.stack([torch.isfinite(p).all() for p in self.policy.parameters()]).all()
-            if not bool(finite):
-                raise NonFiniteError("the update left non-finite weights")
-        except NonFiniteError as e:
-            self.policy.load_state_dict(snapshot[0])
-            self.agent.load_state_dict(snapshot[1])
-            self.skipped_updates += 1
-            self._skips_in_a_row += 1
-            if self._skips_in_a_row >= self.cfg.max_skipped_updates:
-                raise NonFiniteError(f"{self._skips_in_a_row} updates in a row had a non-finite loss or gradient "
-                                     f"(last: {e}); the weights were kept from before them: lower the learning "
-                                     "rate, set --max-grad-norm, or normalise observations and rewards") from None
-            return None
-        self._skips_in_a_row = 0
-        return metrics
+        rlpg.trainer.guarded_update)."""
+        return guarded_update(self, rollout, progress, lambda r, a, ret: seed_batch(r, a, ret, self.k))
 
     def histograms(self, loggers: list[Logger]) -> None:
         """Each seed's `weights/<name>` and `grads/<name>`, the tags of a single run's."""
@@ -484,18 +467,6 @@ class SeedsTrainer:
                     logger.writer.add_histogram(f"grads/{name}", p.grad.detach()[k].cpu(), self.global_step)
 
     # ------------------------------------------------------------------------------------------------------ loop
-    def request_stop(self, signum: int) -> None:
-        self.stop.signum = self.stop.signum or signum
-
-    def run(self) -> SeedsResult:
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(self._threads)
-        try:
-            with self.stop as stop:
-                return self._run(stop)
-        finally:
-            torch.set_num_threads(previous_threads)
-
     def _start(self, collector: StackedCollector) -> None:
         """Create (or, resuming, reopen) the group and seed directories and set the starting state."""
         if self.resume_from is not None:

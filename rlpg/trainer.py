@@ -15,7 +15,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -128,8 +128,60 @@ def flatten(rollout: Rollout, advantages: torch.Tensor, returns: torch.Tensor) -
     )
 
 
+def guarded_update(trainer: Any, rollout: Rollout, progress: float,
+                   to_batch: Callable[[Rollout, torch.Tensor, torch.Tensor], Batch]) -> dict[str, torch.Tensor] | None:
+    """trainer.agent.update on to_batch(rollout, advantages, returns), undone when a loss or gradient turns
+    non-finite: the weights and the optimizer state go back to what they were (None is returned). After
+    `max_skipped_updates` in a row, NonFiniteError. `trainer` (a Trainer or a rlpg.seeds.SeedsTrainer) has policy,
+    agent, cfg and the counters skipped_updates and _skips_in_a_row."""
+    snapshot = (_clone(trainer.policy.state_dict()), _clone(trainer.agent.state_dict()))
+    try:
+        advantages, returns = trainer.agent.advantages(rollout)
+        metrics = trainer.agent.update(to_batch(rollout, advantages, returns), progress)
+        finite = bool(torch.stack([torch.isfinite(p).all() for p in trainer.policy.parameters()]).all())
+        if not finite:
+            raise NonFiniteError("the update left non-finite weights")
+    except NonFiniteError as e:
+        trainer.policy.load_state_dict(snapshot[0])
+        trainer.agent.load_state_dict(snapshot[1])
+        trainer.skipped_updates += 1
+        trainer._skips_in_a_row += 1
+        if trainer._skips_in_a_row >= trainer.cfg.max_skipped_updates:
+            raise NonFiniteError(f"{trainer._skips_in_a_row} updates in a row had a non-finite loss or gradient "
+                                 f"(last: {e}); the weights were kept from before them: lower the learning "
+                                 "rate, set --max-grad-norm, or normalise observations and rewards") from None
+        return None
+    trainer._skips_in_a_row = 0
+    return metrics
+
+
 # ---------------------------------------------------------------------------------------------------------- trainer
-class Trainer:
+class Loop:
+    """What a trainer (Trainer, rlpg.seeds.SeedsTrainer) does around its `_run(stop)`: its torch threads and the stop
+    signals while it runs."""
+
+    _threads: int
+    stop: StopSignals
+
+    def request_stop(self, signum: int = signal.SIGTERM) -> None:
+        """Stop at the end of the current iteration, save last.pt and return, as if `signum` had arrived (for code
+        that drives a trainer, e.g. a time budget of its own)."""
+        self.stop.signum = self.stop.signum or signum
+
+    def run(self) -> Any:
+        previous_threads = torch.get_num_threads()
+        torch.set_num_threads(self._threads)
+        try:
+            with self.stop as stop:
+                return self._run(stop)
+        finally:
+            torch.set_num_threads(previous_threads)
+
+    def _run(self, stop: StopSignals) -> Any:
+        raise NotImplementedError
+
+
+class Trainer(Loop):
     """Builds envs, policy, agent and logger from the configs, then runs the loop.
 
     `resume_from`: a last.pt payload (see `resume_configs`) whose run continues in its own directory.
@@ -344,27 +396,7 @@ class Trainer:
         return mean, std
 
     def guarded_update(self, rollout: Rollout, progress: float) -> dict[str, torch.Tensor] | None:
-        """agent.update, undone when a loss or gradient turns non-finite: the weights and the optimizer state go
-        back to what they were (None is returned). After `max_skipped_updates` in a row, NonFiniteError."""
-        snapshot = (_clone(self.policy.state_dict()), _clone(self.agent.state_dict()))
-        try:
-            advantages, returns = self.agent.advantages(rollout)
-            metrics = self.agent.update(flatten(rollout, advantages, returns), progress)
-            finite = bool(torch.stack([torch.isfinite(p).all() for p in self.policy.parameters()]).all())
-            if not finite:
-                raise NonFiniteError("the update left non-finite weights")
-        except NonFiniteError as e:
-            self.policy.load_state_dict(snapshot[0])
-            self.agent.load_state_dict(snapshot[1])
-            self.skipped_updates += 1
-            self._skips_in_a_row += 1
-            if self._skips_in_a_row >= self.cfg.max_skipped_updates:
-                raise NonFiniteError(f"{self._skips_in_a_row} updates in a row had a non-finite loss or gradient "
-                                     f"(last: {e}); the weights were kept from before them: lower the learning "
-                                     "rate, set --max-grad-norm, or normalise observations and rewards") from None
-            return None
-        self._skips_in_a_row = 0
-        return metrics
+        return guarded_update(self, rollout, progress, flatten)
 
     def agree(self, stop: StopSignals, due_by_time: bool) -> tuple[bool, bool]:
         """Under torchrun, after each update: whether any rank was signalled (then every rank stops here) and whether
@@ -383,20 +415,6 @@ class Trainer:
         return bool(flags[0]), bool(flags[1])
 
     # ---------------------------------------------------------------------------------------------- loop
-    def request_stop(self, signum: int = signal.SIGTERM) -> None:
-        """Stop at the end of the current iteration, save last.pt and return, as if `signum` had arrived (for code
-        that drives a Trainer, e.g. a time budget of its own)."""
-        self.stop.signum = self.stop.signum or signum
-
-    def run(self) -> TrainResult:
-        previous_threads = torch.get_num_threads()
-        torch.set_num_threads(self._threads)
-        try:
-            with self.stop as stop:
-                return self._run(stop)
-        finally:
-            torch.set_num_threads(previous_threads)
-
     def _run(self, stop: StopSignals) -> TrainResult:
         cfg = self.cfg
         collector = Collector(self.env, self.policy, cfg.num_steps)

@@ -1,11 +1,13 @@
-"""The update steps NPG and TRPO share, around the one place they differ (how the actor moves):
+"""The trust-region step NPG and TRPO share, around the one place they differ (how the actor moves):
 
-    d = natural_direction(agent, batch)          # surrogate, g, x = CG(F, g), full step, evaluator
-    ...  NPG: take d.step.fullstep whole (guarded); TRPO: line_search(d.evaluate, ...)
-    return finish_update(agent, batch, progress, d, kl, improvement, tried, accepted)
+    class NPG(TrustRegionAgent):
+        def update(self, batch, progress):
+            d = self.natural_direction(batch)        # surrogate, g, x = CG(F, g), full step, evaluator
+            ...                                      # NPG: take d.step.fullstep whole (guarded); TRPO: line search
+            return self.finish_update(batch, progress, d, kl, improvement, tried, accepted)
 
-`finish_update` fits the critic with its own optimizer and gathers the metrics. Functions, not a base
-class: each agent's update stays readable on one screen.
+`TrustRegionAgent` (an rlpg.agent_base.AgentBase) holds the actor's and the critic's parameters and the critic's own
+optimizer (`vf_optimizer`); `finish_update` fits the critic and gathers the metrics.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution
 
+from rlpg.agent_base import AgentBase
 from rlpg.axes import SINGLE, Single
 from rlpg.config import positive
 from rlpg.errors import ConfigError
-from rlpg.optim import GradNormMeter, NamedParams, grad_norm_metrics, set_lr
+from rlpg.optim import GradNormMeter, NamedParams, grad_norm_metrics
 from rlpg.policies import ActorCritic, detached
 from rlpg.trust_region import NaturalStep
 from rlpg.types import Batch
@@ -45,50 +48,56 @@ class Direction:
     """x [P] -> set the actor to x, return (surrogate, mean KL(old || new))"""
 
 
-def natural_direction(agent: Any, batch: Batch) -> Direction:
-    """g = grad of the surrogate, x = CG(F + damping I, g), full step sqrt(2 max_kl / x.Fx) x (see NaturalStep).
-    `agent` has .policy, .actor_named, .axis (one run or K seeds, rlpg.axes) and a .config with norm_adv,
-    cg_damping, max_kl, cg_iters, cg_residual_tol."""
-    c, ax = agent.config, agent.axis
-    params = [p for _, p in agent.actor_named]
-    adv = ax.normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B]
-    count = ax.global_count(ax.size(batch))  # under torchrun: this rank's share of each mean, summed over ranks below
+class TrustRegionAgent(AgentBase):
+    """NPG's and TRPO's scaffolding: the actor moves by a natural-gradient step (the subclass's `update` decides how
+    far), the critic is fitted by its own first-order optimizer. The config has norm_adv, cg_damping, max_kl,
+    cg_iters, cg_residual_tol, vf_epochs and vf_minibatches (agents/npg.py)."""
 
-    def surrogate(dist: Distribution) -> Tensor:  # mean(ratio * A), maximised
-        return ax.mean((dist.log_prob(batch.actions) - batch.logp).exp() * adv, count)
+    def __init__(self, policy: ActorCritic, config: Any, axis: Single = SINGLE) -> None:
+        super().__init__(policy, config, axis)
+        self.actor_named = policy.actor_parameters()
+        self.critic_named = policy.critic_parameters()
+        self.vf_optimizer = self.add_optimizer("vf_optimizer", self.critic_named)
 
-    dist = agent.policy.dist(batch.obs)
-    old = detached(dist)
-    f0 = surrogate(dist)
-    g = ax.reduce_sum(ax.flat_grad(f0, params, retain_graph=True))  # [P]
-    fvp = ax.fisher_vector_product(agent.policy, batch.obs, params, c.cg_damping, dist=dist)
-    step = ax.natural_step(fvp, g, c.max_kl, c.cg_iters, c.cg_residual_tol)
-    evaluate = ax.evaluator(agent.policy, params, batch.obs, old, surrogate)
-    return Direction(params, ax.flat_params(params), old, ax.reduce_sum(f0.detach()), g, step, evaluate)
+    def natural_direction(self, batch: Batch) -> Direction:
+        """g = grad of the surrogate, x = CG(F + damping I, g), full step sqrt(2 max_kl / x.Fx) x (see NaturalStep)."""
+        c, ax = self.config, self.axis
+        params = [p for _, p in self.actor_named]
+        adv = ax.normalize(batch.advantages) if c.norm_adv else batch.advantages  # [B]
+        count = ax.global_count(ax.size(batch))  # under torchrun: this rank's share of each mean, summed below
 
+        def surrogate(dist: Distribution) -> Tensor:  # mean(ratio * A), maximised
+            return ax.mean((dist.log_prob(batch.actions) - batch.logp).exp() * adv, count)
 
-def finish_update(agent: Any, batch: Batch, progress: float, d: Direction, kl: Tensor, improvement: Tensor,
-                  tried: int | Tensor, accepted: bool | Tensor) -> dict[str, Tensor]:
-    """Fit the critic (its own optimizer, lr annealed by `progress`) and return the update's metrics."""
-    c, ax = agent.config, agent.axis
-    lr = c.learning_rate * (1.0 - progress) if c.anneal_lr else c.learning_rate
-    set_lr(agent.vf_optimizer, lr)
-    v_loss, meter = fit_critic(agent.policy, agent.vf_optimizer, agent.critic_named, batch.obs, batch.returns,
-                               c.vf_epochs, c.vf_minibatches, c.max_grad_norm, c.norm_type, c.clip_value,
-                               agent.shuffle, ax)
-    step_size = ax.vector_norm(ax.flat_params(d.params) - d.x0)
-    metrics = {
-        # the surrogate loss after the step: -surrogate(new) = -(f0 + improvement); -f0 when no step was kept. Before
-        # the step it is -mean(A), ~0 with normalised advantages, so -f0 alone would say nothing.
-        "train/policy_loss": -(d.f0 + improvement),
-        "train/value_loss": v_loss,
-        "train/entropy": ax.reduce_sum(ax.mean(d.old.entropy(), ax.global_count(ax.size(batch)))),
-        "train/explained_variance": ax.explained_variance(batch.values, batch.returns),
-        "train/learning_rate": torch.tensor(lr),
-    }
-    metrics.update(trust_region_metrics(agent.actor_named, d.g, meter, c.norm_type, d.step, kl, improvement, tried,
-                                        accepted, step_size, ax))
-    return metrics
+        dist = self.policy.dist(batch.obs)
+        old = detached(dist)
+        f0 = surrogate(dist)
+        g = ax.reduce_sum(ax.flat_grad(f0, params, retain_graph=True))  # [P]
+        fvp = ax.fisher_vector_product(self.policy, batch.obs, params, c.cg_damping, dist=dist)
+        step = ax.natural_step(fvp, g, c.max_kl, c.cg_iters, c.cg_residual_tol)
+        evaluate = ax.evaluator(self.policy, params, batch.obs, old, surrogate)
+        return Direction(params, ax.flat_params(params), old, ax.reduce_sum(f0.detach()), g, step, evaluate)
+
+    def finish_update(self, batch: Batch, progress: float, d: Direction, kl: Tensor, improvement: Tensor,
+                      tried: int | Tensor, accepted: bool | Tensor) -> dict[str, Tensor]:
+        """Fit the critic (its own optimizer, lr annealed by `progress`) and return the update's metrics."""
+        c, ax = self.config, self.axis
+        lr = self.anneal(progress)
+        v_loss, meter = fit_critic(self.policy, self.vf_optimizer, self.critic_named, batch.obs, batch.returns,
+                                   c.vf_epochs, c.vf_minibatches, c.max_grad_norm, c.norm_type, c.clip_value,
+                                   self.shuffle, ax)
+        step_size = ax.vector_norm(ax.flat_params(d.params) - d.x0)
+        metrics = {
+            # the surrogate loss after the step: -surrogate(new) = -(f0 + improvement); -f0 when no step was kept.
+            # Before the step it is -mean(A), ~0 with normalised advantages, so -f0 alone would say nothing.
+            "train/policy_loss": -(d.f0 + improvement),
+            "train/value_loss": v_loss,
+            "train/entropy": ax.reduce_sum(ax.mean(d.old.entropy(), ax.global_count(ax.size(batch)))),
+        }
+        metrics.update(self.common_metrics(batch, lr))
+        metrics.update(trust_region_metrics(self.actor_named, d.g, meter, c.norm_type, d.step, kl, improvement,
+                                            tried, accepted, step_size, ax))
+        return metrics
 
 
 def fit_critic(policy: ActorCritic, optimizer: torch.optim.Optimizer, params: NamedParams, obs: Tensor,
