@@ -70,11 +70,11 @@ class PPO(AgentBase):
 
     def __init__(self, policy: ActorCritic, config: PPOConfig, axis: Single = SINGLE) -> None:
         super().__init__(policy, config, axis)
-        if axis.k is not None and config.target_kl is not None:
-            raise ConfigError("--target-kl stops each seed's epochs at its own time, which one optimizer over the "
-                              "stacked seeds cannot do yet; train those seeds one run each")
+        # K seeds with target_kl: each seed stops its epochs at its own time, so the optimizer must be able to step
+        # some seeds and not others (rlpg.optim.SeedAdam)
+        self.seed_kl = axis.k is not None and config.target_kl is not None
         self.params = self.trainable(policy.named_parameters())
-        self.optimizer = self.add_optimizer("optimizer", self.params)
+        self.optimizer = self.add_optimizer("optimizer", self.params, seed_steps=self.seed_kl)
 
     def update(self, batch: Batch, progress: float) -> dict[str, Tensor]:
         c = self.config
@@ -83,12 +83,17 @@ class PPO(AgentBase):
         ax = self.axis  # one run, or K seeds in one batch (rlpg.axes)
         meter = GradNormMeter([n for n, _ in self.params])
         sums: Tensor | None = None
-        steps = 0
-        epochs = 0
+        steps: int | Tensor = 0
+        epochs: int | Tensor = 0
+        active = torch.ones(ax.k, dtype=torch.bool) if self.seed_kl else None  # [K]: the seeds whose epochs go on
         for _ in range(c.update_epochs):
-            epochs += 1
+            if active is not None:
+                if not bool(active.any()):
+                    break
+                self.optimizer.active = active  # type: ignore[attr-defined]
+            epochs = epochs + 1 if active is None else epochs + active.float()
             # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
-            parts = list(self.minibatches(batch, c.num_minibatches))
+            parts = list(self.minibatches(batch, c.num_minibatches, active))
             # per minibatch; under torchrun over the global minibatch, every minibatch's moments in one all-reduce
             advs = ax.normalize_each(batch.advantages, [idx for idx, _ in parts]) if c.norm_adv else None
             for k, (idx, count) in enumerate(parts):
@@ -115,20 +120,32 @@ class PPO(AgentBase):
                     with torch.no_grad():
                         entropy = ax.mean(dist.entropy(), count)
 
-                meter.add(*self.step(self.optimizer, loss, self.params))
+                if active is not None:  # a stopped seed's loss is 0: no gradient, and SeedAdam leaves it be
+                    loss = torch.where(active.to(loss.device), loss, 0.0)
+                meter.add(*self.step(self.optimizer, loss, self.params), taken=active)
                 with torch.no_grad():
                     approx_kl = ax.mean((ratio - 1) - logratio, count)  # k3 estimator (Schulman, "Approximating KL")
                     clip_frac = ax.mean(((ratio - 1).abs() > clip).float(), count)
                     stats = torch.stack([pg_loss, v_loss, entropy, approx_kl, clip_frac])
-                sums = stats if sums is None else sums + stats
-                steps += 1
+                if active is None:
+                    sums = stats if sums is None else sums + stats
+                    steps += 1
+                else:  # each seed's means over the steps it took
+                    taken = active.to(stats.device)
+                    stats = torch.where(taken, stats, 0.0)
+                    sums = stats if sums is None else sums + stats
+                    steps = steps + taken.float()
             # one sync per epoch, only when enabled; the KL of the global minibatch under torchrun
-            if c.target_kl is not None and all_reduce_sum(approx_kl) > c.target_kl:
+            if c.target_kl is not None and active is None and all_reduce_sum(approx_kl) > c.target_kl:
                 break
+            if active is not None:
+                active = active & ~(approx_kl.cpu() > c.target_kl)
+        if active is not None:
+            self.optimizer.active = None  # type: ignore[attr-defined]
         assert sums is not None
         means = ax.reduce_sum(sums) / steps
         metrics = {f"train/{k}": means[i] for i, k in enumerate(STATS)}
         metrics["train/clip_coef"] = torch.tensor(clip)
-        metrics["train/epochs"] = torch.tensor(float(epochs))
+        metrics["train/epochs"] = epochs if isinstance(epochs, Tensor) else torch.tensor(float(epochs))
         metrics.update(self.common_metrics(batch, lr, meter))
         return metrics

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from rlpg.advantage import rollout_gae
 from rlpg.axes import SINGLE, Single
+from rlpg.errors import ConfigError
 from rlpg.optim import GradNormMeter, NamedParams, make_optimizer, set_lr
 from rlpg.types import Batch, Rollout
 
@@ -52,10 +53,17 @@ class AgentBase:
         seen: set[int] = set()
         return [(n, p) for n, p in named if p.requires_grad and not (id(p) in seen or seen.add(id(p)))]
 
-    def add_optimizer(self, name: str, named: NamedParams) -> torch.optim.Optimizer:
-        """The config's optimizer over `named`, saved in the agent's state_dict under `name`."""
+    def add_optimizer(self, name: str, named: NamedParams, seed_steps: bool = False) -> torch.optim.Optimizer:
+        """The config's optimizer over `named`, saved in the agent's state_dict under `name`. `seed_steps`: with K
+        seeds, one that can step some seeds and not others (rlpg.optim.SeedAdam, Adam only)."""
         c = self.config
-        optimizer = make_optimizer(c.optimizer, (p for _, p in named), c.learning_rate, c.momentum)
+        seeds = self.axis.k if seed_steps else None
+        if seeds is not None and c.optimizer != "adam":
+            raise ConfigError(f"--optimizer {c.optimizer}: with stacked seeds only adam can stop some seeds' steps "
+                              "and not others' (as --target-kl needs); use --optimizer adam or train the seeds one run "
+                              "each")
+        optimizer = make_optimizer(c.optimizer, (p for _, p in named), c.learning_rate, c.momentum,
+                                   seeds=seeds)
         self.optimizers[name] = optimizer
         return optimizer
 
@@ -72,10 +80,12 @@ class AgentBase:
         """GAE(gamma, gae_lambda) advantages and returns [T, N] (rlpg.advantage.rollout_gae)."""
         return rollout_gae(rollout, self.config.gamma, self.config.gae_lambda)
 
-    def minibatches(self, batch: Batch, num_minibatches: int) -> Iterator[tuple[Tensor | slice, int | None]]:
+    def minibatches(self, batch: Batch, num_minibatches: int,
+                    active: Tensor | None = None) -> Iterator[tuple[Tensor | slice, int | None]]:
         """One pass over the batch in `num_minibatches` shuffled minibatches (each seed's own permutation with K
-        seeds): (index, the global minibatch size under torchrun or None) each."""
-        return self.axis.minibatches(self.axis.size(batch), num_minibatches, batch.obs.device, self.shuffle)
+        seeds; `active` [K]: the seeds still stepping, the others draw no permutation): (index, the global
+        minibatch size under torchrun or None) each."""
+        return self.axis.minibatches(self.axis.size(batch), num_minibatches, batch.obs.device, self.shuffle, active)
 
     def step(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: NamedParams) -> tuple[Tensor, Tensor]:
         """zero_grad -> backward -> clip (the config's max_grad_norm, norm_type, clip_value) -> step, per seed with

@@ -32,8 +32,8 @@ class Single:
     def size(self, batch: Batch) -> int:
         return len(batch)
 
-    def minibatches(self, size: int, num_minibatches: int, device: torch.device,
-                    shuffle: torch.Generator | None) -> Iterator[tuple[Tensor | slice, int | None]]:
+    def minibatches(self, size: int, num_minibatches: int, device: torch.device, shuffle: torch.Generator | None,
+                    active: Tensor | None = None) -> Iterator[tuple[Tensor | slice, int | None]]:
         return distributed.minibatches(size, num_minibatches, device, shuffle)
 
     def whole(self, size: int) -> tuple[slice, int | None]:
@@ -127,9 +127,12 @@ class Seeds(Single):
         return batch.obs.shape[1]
 
     def minibatches(self, size: int, num_minibatches: int, device: torch.device,
-                    shuffle: torch.Generator | None) -> Iterator[tuple[Tensor, None]]:
-        # seed k's permutation is what `torch.randperm(size)` gives a single run of that seed
-        perm = torch.stack([torch.randperm(size, generator=g) for g in self.generators]).to(device)
+                    shuffle: torch.Generator | None, active: Tensor | None = None) -> Iterator[tuple[Tensor, None]]:
+        # seed k's permutation is what `torch.randperm(size)` gives a single run of that seed; a seed that no longer
+        # steps (`active` False: its epochs stopped early) draws nothing, as its single run draws nothing
+        on = [True] * self.k if active is None else active.tolist()
+        perm = torch.stack([torch.randperm(size, generator=g) if a else torch.arange(size)
+                            for g, a in zip(self.generators, on, strict=True)]).to(device)
         part = size // num_minibatches
         for i in range(num_minibatches):
             yield perm[:, i * part:(i + 1) * part], None

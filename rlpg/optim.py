@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -28,16 +29,19 @@ def make_optimizer(
     momentum: float = 0.9,
     eps: float = 1e-5,
     weight_decay: float = 0.0,
+    seeds: int | None = None,
 ) -> torch.optim.Optimizer:
     """Adam (eps 1e-5 as in the PPO implementation-details study), SGD with (Nesterov-free) momentum,
-    or RMSprop. Frozen parameters (requires_grad=False) are left out."""
+    or RMSprop. Frozen parameters (requires_grad=False) are left out. `seeds` K: Adam over K seeds' stacked
+    parameters that can step some seeds and not others (SeedAdam; only Adam has this form)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ConfigError("no trainable parameters left for the optimizer; unfreeze some (--freeze)")
     # fused/foreach: one multi-tensor kernel per update instead of several per parameter. torch picks them by
     # default only on CUDA, but fused Adam is also ~3x faster than the per-parameter loop for small MLPs on CPU.
     if name == "adam":
-        return _fused_or_foreach(torch.optim.Adam, params, lr=lr, eps=eps, weight_decay=weight_decay)
+        return _fused_or_foreach(torch.optim.Adam if seeds is None else SeedAdam, params, lr=lr, eps=eps,
+                                 weight_decay=weight_decay)
     if name == "sgd":
         return _fused_or_foreach(torch.optim.SGD, params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if name == "rmsprop":
@@ -52,6 +56,48 @@ def _fused_or_foreach(
         return cls(params, fused=True, **kw)
     except (RuntimeError, TypeError, ValueError):  # older torch or an unsupported device/dtype
         return cls(params, foreach=True, **kw)
+
+
+class SeedAdam(torch.optim.Adam):
+    """Adam over K seeds' stacked parameters (rlpg.stacked) in which each seed keeps its own step count and only the
+    seeds in `active` ([K] bool, None: all) step: a seed left out keeps its parameters, moments and step count, as
+    a single run that stopped its epochs early (PPO's target_kl) never took that step. Adam's bias correction
+    depends on the step count, which torch's Adam keeps as one number for a whole parameter tensor.
+
+    Its state_dict is Adam's with `step` [K]: seed k's slice (rlpg.seeds.seed_agent_state) is the state of the
+    torch Adam of a single run of seed k. The arithmetic is torch's (non-fused) Adam's, so the two agree within
+    float rounding."""
+
+    active: Tensor | None = None
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                k = p.shape[0]
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros(k, dtype=torch.float32)
+                    state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if state["step"].dim() == 0:  # loaded from seeds that all took the same number of steps
+                    state["step"] = state["step"].expand(k).clone()
+                on = torch.ones(k, dtype=torch.bool) if self.active is None else self.active.cpu()
+                shape = (k,) + (1,) * (p.dim() - 1)
+                mask = on.to(p.device).reshape(shape)
+                grad = p.grad if not group["weight_decay"] else p.grad.add(p, alpha=group["weight_decay"])
+                m, v = state["exp_avg"], state["exp_avg_sq"]
+                m.copy_(torch.where(mask, m.lerp(grad, 1 - beta1), m))
+                v.copy_(torch.where(mask, v * beta2 + (1 - beta2) * grad * grad, v))
+                step = state["step"] + on.to(state["step"].device).float()
+                state["step"] = step
+                bc1 = (1 - beta1 ** step.clamp(min=1)).to(p.device, p.dtype).reshape(shape)
+                bc2 = (1 - beta2 ** step.clamp(min=1)).to(p.device, p.dtype).reshape(shape)
+                update = (group["lr"] / bc1) * m / (v.sqrt() / bc2.sqrt() + group["eps"])
+                p.sub_(torch.where(mask, update, 0.0))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -160,14 +206,20 @@ class GradNormMeter:
         self.names = list(names)
         self.total: Tensor | None = None
         self.per: Tensor | None = None
-        self.count = 0
+        self.count: int | Tensor = 0
 
-    def add(self, total: Tensor, per: Tensor) -> None:
+    def add(self, total: Tensor, per: Tensor, taken: Tensor | None = None) -> None:
+        """`taken` [K] (K seeds): which seeds took this step; each seed averages over its own steps."""
+        if taken is not None:
+            w = taken.to(total.dtype)
+            total, per = total * w, per * w.unsqueeze(-1)
         self.total = total if self.total is None else self.total + total
         self.per = per if self.per is None else self.per + per
-        self.count += 1
+        self.count = self.count + (1 if taken is None else taken.to(total.dtype))
 
     def metrics(self, prefix: str = "grad_norm/", total_name: str = "total") -> dict[str, Tensor]:
-        if self.count == 0 or self.total is None or self.per is None:
+        if self.total is None or self.per is None:
             return {}
-        return grad_norm_metrics(self.names, self.total / self.count, self.per / self.count, prefix, total_name)
+        count = self.count.clamp(min=1) if isinstance(self.count, Tensor) else self.count
+        per_count = count.unsqueeze(-1) if isinstance(count, Tensor) else count
+        return grad_norm_metrics(self.names, self.total / count, self.per / per_count, prefix, total_name)

@@ -188,9 +188,13 @@ def stack_agent_states(states: Sequence[dict[str, Any]]) -> dict[str, Any]:
                         out[i][n] = torch.stack(values)
                     elif all(_same(v, other) for other in values[1:]):
                         out[i][n] = v
+                    elif n == "step" and all(isinstance(x, Tensor) for x in values):
+                        # Adam's step counts differ where seeds stopped their epochs early (PPO's target_kl): one
+                        # count per seed, as rlpg.optim.SeedAdam keeps them
+                        out[i][n] = torch.stack(values)
                     else:
-                        raise CheckpointError(f"the seeds' {where} states differ in {n!r} (e.g. Adam's step count): "
-                                              "they were not trained together; resume each seed alone")
+                        raise CheckpointError(f"the seeds' {where} states differ in {n!r}: they were not trained "
+                                              "together; resume each seed alone")
             return {"state": out, "param_groups": first["param_groups"]}
         if isinstance(first, dict):
             return {key: join([p[key] for p in parts], key) for key in first}

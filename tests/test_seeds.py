@@ -12,6 +12,7 @@ from conftest import one_line_error, run_cli
 import rlpg
 from rlpg import checkpoint
 from rlpg.errors import ConfigError
+from rlpg.logger import read_csv
 from rlpg.seeds import SeedsTrainer, parse_seeds, seed_agent_state, stack_agent_states
 from rlpg.trainer import resolve_configs
 
@@ -176,6 +177,30 @@ def test_agent_state_splits_per_seed_and_stacks_back():
     assert torch.equal(parts[1]["optimizer"]["state"][0]["exp_avg"], torch.tensor([2.0, 3.0]))
     assert parts[1]["optimizer"]["state"][0]["step"] == 3
     close_trees(stack_agent_states(parts), state)
-    parts[2]["optimizer"]["state"][0]["step"] = torch.tensor(4.0)
-    with pytest.raises(Exception, match="step count"):
+    parts[2]["optimizer"]["state"][0]["step"] = torch.tensor(4.0)  # seeds whose epochs stopped at other times
+    assert torch.equal(stack_agent_states(parts)["optimizer"]["state"][0]["step"], torch.tensor([3.0, 3.0, 4.0]))
+    parts[2]["optimizer"]["param_groups"][0]["lr"] = 0.2
+    parts[2]["optimizer"]["state"][0]["other"] = 1
+    parts[1]["optimizer"]["state"][0]["other"] = 2
+    parts[0]["optimizer"]["state"][0]["other"] = 2
+    with pytest.raises(Exception, match="not trained together"):
         stack_agent_states(parts)
+
+
+def test_target_kl_stops_each_seed_alone_and_the_group_resumes_bit_for_bit(tmp_path):
+    kw = dict(RUN, backend="torch", logdir=str(tmp_path), num_minibatches=4, update_epochs=8, target_kl=0.004,
+              learning_rate=3e-3)
+    many = rlpg.train("ppo", "CartPole-v1", seeds=[1, 2], run_name="many", **kw)
+    one = rlpg.train("ppo", "CartPole-v1", seed=2, run_name="one", **kw)
+    mine, single = (checkpoint.load(d / "last.pt") for d in (many.run_dirs[1], one.run_dir))
+    close_trees(mine["policy"], single["policy"], "policy")
+    close_trees(mine["agent"], single["agent"], "agent")  # Adam's step count: the steps seed 2 took
+    _, rows = read_csv(many.run_dirs[0] / "progress.csv")
+    epochs = [float(r["train/epochs"]) for r in rows if r.get("train/epochs")]
+    assert min(epochs) < 8  # the KL stop bit
+    part = stopped(tmp_path, "ppo", "CartPole-v1", 2, backend="torch", num_minibatches=4, update_epochs=8,
+                   target_kl=0.004, learning_rate=3e-3)
+    full = rlpg.train("ppo", "CartPole-v1", seeds=[1, 2, 3], run_name="full", **kw)
+    resumed = rlpg.train(resume=part.run_dir)
+    for name, p in full.policy.named_parameters():
+        assert torch.equal(p, dict(resumed.policy.named_parameters())[name]), name

@@ -218,6 +218,8 @@ UPDATES = [
     ("ppo", "CartPole-v1", {"num_minibatches": 4, "update_epochs": 3}),
     ("ppo", "Pendulum-v1", {"num_minibatches": 4, "update_epochs": 3, "clip_vloss": True, "ent_coef": 0.01,
                             "max_grad_norm": 0.1}),
+    # each seed stops its epochs at its own time (per-seed KL, SeedAdam stepping only the seeds still going)
+    ("ppo", "CartPole-v1", {"num_minibatches": 4, "update_epochs": 8, "target_kl": 0.004, "learning_rate": 3e-3}),
     ("reinforce", "CartPole-v1", {}),
     ("reinforce", "Pendulum-v1", {"num_minibatches": 2, "update_epochs": 2, "ent_coef": 0.01, "optimizer": "rmsprop"}),
     ("trpo", "CartPole-v1", {}),
@@ -279,20 +281,24 @@ def test_an_update_of_k_seeds_is_each_seeds_own_update(algo, env_id, extra):
         for name in ("train/policy_loss", "train/value_loss", "train/approx_kl", "grad_norm/total",
                      "grad_norm/actor.net.0.weight", "train/explained_variance", "train/kl", "train/cg_iterations",
                      "train/line_search_steps", "train/line_search_accepted", "grad_norm/actor_total",
-                     "grad_norm/critic_total", "train/step_size"):
+                     "grad_norm/critic_total", "train/step_size", "train/epochs", "train/clip_fraction"):
             if name in single_metrics:
-                torch.testing.assert_close(metrics[name][k], single_metrics[name], rtol=1e-3, atol=1e-5, msg=name)
+                mine = metrics[name][k] if metrics[name].dim() else metrics[name]  # [K], or one number for all
+                torch.testing.assert_close(mine, single_metrics[name], rtol=1e-3, atol=1e-5, msg=name)
     if algo == "trpo" and extra.get("accept_ratio"):  # the backtracking case does backtrack
         assert float(metrics["train/line_search_steps"].max()) > 1
+    if extra.get("target_kl"):  # the seeds stopped after different numbers of epochs, some before the last
+        epochs = [float(single_metrics["train/epochs"]) for _, single_metrics in finals]
+        assert len(set(epochs)) > 1 and min(epochs) < extra["update_epochs"], epochs
 
 
-def test_target_kl_with_stacked_seeds_is_refused_in_one_line():
+def test_target_kl_with_stacked_seeds_needs_adam():
     from rlpg.agents.ppo import PPO, PPOConfig
     from rlpg.axes import Seeds
 
     stacked = StackedActorCritic(policies(*SPACES["discrete"]))
-    with pytest.raises(ConfigError, match="--target-kl"):
-        PPO(stacked, PPOConfig(target_kl=0.01), Seeds([torch.Generator() for _ in range(K)]))
+    with pytest.raises(ConfigError, match="--optimizer adam"):
+        PPO(stacked, PPOConfig(target_kl=0.01, optimizer="sgd"), Seeds([torch.Generator() for _ in range(K)]))
 
 
 def test_batched_conjugate_gradient_stops_each_seed_where_it_would_stop_alone():
