@@ -26,3 +26,14 @@ def test_pendulum_reaches_minus_250_in_500k_steps(tmp_path, algo):
     result = rlpg.train(algo, "Pendulum-v1", seed=1, logdir=str(tmp_path), progress=False, eval_interval=0)
     assert result.global_step <= 504_000
     assert result.eval_mean_return >= -250, result.eval_mean_return
+
+
+@pytest.mark.parametrize("algo, steps", [("ppo", 60_000), ("trpo", 100_000)])
+def test_seeds_trained_together_learn_cartpole_as_their_single_runs_do(tmp_path, algo, steps):
+    """Four seeds in one process (rlpg train --seeds): every seed learns, and seed 1 scores what its single run
+    scores (its numbers differ from the single run's only by float rounding)."""
+    many = rlpg.train(algo, "CartPole-v1", seeds=[1, 2, 3, 4], logdir=str(tmp_path), progress=False)
+    assert many.global_step <= steps + 1024
+    assert min(many.eval_mean_returns) >= 475, many.eval_mean_returns
+    one = rlpg.train(algo, "CartPole-v1", seed=1, logdir=str(tmp_path), progress=False)
+    assert abs(many.eval_mean_returns[0] - one.eval_mean_return) <= 25, (many.eval_mean_returns, one.eval_mean_return)
