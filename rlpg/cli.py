@@ -41,7 +41,7 @@ def _train(argv: Sequence[str]) -> int:
     from rlpg.seeds import MANIFEST, is_group
     from rlpg.trainer import Trainer, resolve_configs, resume_configs
 
-    pre = Parser(add_help=False)
+    pre = Parser(add_help=False, allow_abbrev=False)  # --seed is not --seeds
     pre.add_argument("--algo", default=None)
     pre.add_argument("--resume", default=None)
     pre.add_argument("--env", "--env-id", dest="env_id", default=None)
