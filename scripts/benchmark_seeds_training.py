@@ -27,26 +27,31 @@ def main() -> None:
     parser.add_argument("--algo", default="ppo")
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--seeds", nargs="+", default=["1-16"], help="seeds: 1-16, or 1 2 5")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of both runs (--torch-threads)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the K-seed run (--torch-threads)")
+    parser.add_argument("--single-threads", type=int, default=1,
+                        help="torch threads of the one-seed run (default 1, rlpg's default: one seed's small products "
+                        "gain nothing from a second thread)")
     parser.add_argument("--threshold", type=float, default=None, help="count the seeds scoring at least this")
     parser.add_argument("--repeats", type=int, default=1, help="alternate one seed / K seeds this many times")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
-    common = dict(backend="torch", progress=False, torch_threads=args.threads)
+    common = dict(backend="torch", progress=False)
     single_times, many_times = [], []
     with tempfile.TemporaryDirectory() as logdir:
         for _ in range(args.repeats):
-            one = rlpg.train(args.algo, args.env, seed=seeds[0], logdir=logdir, **common)
-            many = rlpg.train(args.algo, args.env, seeds=seeds, logdir=logdir, **common)
+            one = rlpg.train(args.algo, args.env, seed=seeds[0], logdir=logdir, torch_threads=args.single_threads,
+                             **common)
+            many = rlpg.train(args.algo, args.env, seeds=seeds, logdir=logdir, torch_threads=args.threads, **common)
             single_times.append(one.train_seconds)
             many_times.append(many.train_seconds)
     single_seconds, many_seconds = min(single_times), min(many_times)
     k = len(seeds)
-    print(f"{args.algo} on {args.env}, {many.global_step:,} steps per seed, torch backend, {args.threads} thread(s), "
-          f"best of {args.repeats}")
-    print(f"  1 seed  (seed {seeds[0]}): {single_seconds:6.1f} s, return {one.eval_mean_return:.1f}")
-    print(f"  {k} seeds together: {many_seconds:6.1f} s = {many_seconds / single_seconds:.2f}x one seed's time "
-          f"({k * single_seconds / many_seconds:.1f}x faster than {k} seeds one after another)")
+    print(f"{args.algo} on {args.env}, {many.global_step:,} steps per seed, torch backend, best of {args.repeats}")
+    print(f"  1 seed  (seed {seeds[0]}, {args.single_threads} thread(s)): {single_seconds:6.1f} s, return "
+          f"{one.eval_mean_return:.1f}")
+    ratio = many_seconds / single_seconds
+    print(f"  {k} seeds together ({args.threads} thread(s)): {many_seconds:6.1f} s = {ratio:.2f}x one seed's time "
+          f"({k / ratio:.1f}x faster than {k} seeds one after another)")
     returns = torch.tensor(many.eval_mean_returns)
     print(f"  returns: mean {returns.mean():.1f}, min {returns.min():.1f}, max {returns.max():.1f}: "
           + " ".join(f"{r:.0f}" for r in returns.tolist()))
