@@ -149,3 +149,22 @@ def test_a_start_up_signal_that_a_library_swallowed_still_stops_the_run(tmp_path
     assert not (tmp_path / "r").exists()
     monkeypatch.undo()
     assert cli.main(["presets", "--algo", "npg"]) == 0  # the next command starts clean
+
+
+def test_sigterm_stops_a_k_seed_run_with_every_seed_saved_at_one_step(tmp_path, capsys):
+    proc = start(tmp_path, "group", "--seeds", "1-3", "--checkpoint-seconds", "0", "--checkpoint-interval", "0")
+    group = tmp_path / "group"
+    wait_for_updates(group / "seed_3", proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and f"rlpg train --resume {group}" in err
+    steps = {checkpoint.load(group / f"seed_{s}" / "last.pt")["global_step"] for s in (1, 2, 3)}
+    assert len(steps) == 1 and steps.pop() % 1024 == 0
+    assert not list(group.rglob("*.tmp")) and not list(group.rglob("*seeds-tmp"))
+    saved = checkpoint.load(group / "seed_1" / "last.pt")["global_step"]
+    code = main(["train", "--resume", str(group), "--total-steps", str(saved + 2048), "--progress", "false"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "seeds 1 2 3" in out and "summary.json" in out
+    assert {checkpoint.load(group / f"seed_{s}" / "last.pt")["global_step"] for s in (1, 2, 3)} == {saved + 2048}
