@@ -139,7 +139,7 @@ def evaluate(
     seed: int | list[int] | None = None,
     deterministic: bool = True,
     max_steps: int | None = None,
-    groups: int = 1,
+    groups: int | None = None,
 ) -> Tensor:
     """Returns of `episodes` complete episodes [episodes] (on the host), run with the policy's mode.
 
@@ -149,9 +149,12 @@ def evaluate(
     (default: the env's share of episodes times its time limit, or EVAL_STEPS_WITHOUT_TIME_LIMIT per episode
     when it has none), then RLPGError: an env whose episodes never end cannot hang an evaluation.
 
-    `groups` K: K seeds at once (rlpg.seeds), `env` a K-seed env of K x N rows and `policy` their StackedActorCritic;
-    each seed's N rows play `episodes` episodes exactly as a single run's N envs would. Returns [K, episodes].
+    `groups` K: K seeds at once (rlpg.seeds), `env` a K-seed env of K x N rows and `policy` their StackedActorCritic
+    (K may be 1); each seed's N rows play `episodes` episodes exactly as a single run's N envs would. Returns
+    [K, episodes].
     """
+    stacked = groups is not None
+    groups = groups or 1
     n = env.num_envs // groups
     device = next(policy.parameters()).device
     share = episodes // n + (episodes % n > 0)
@@ -166,9 +169,9 @@ def evaluate(
     obs, _ = env.reset(seed=seed)
     for step in range(max_steps):
         obs = obs.to(device)
-        d = policy.dist(obs if groups == 1 else obs.reshape(groups, n, *obs.shape[1:]))
+        d = policy.dist(obs.reshape(groups, n, *obs.shape[1:]) if stacked else obs)
         action = d.mode if deterministic else d.sample()
-        if groups > 1:
+        if stacked:
             action = action.reshape(groups * n, *action.shape[2:])
         obs, _, terminated, truncated, info = env.step(action)
         take = info.get("episode_done", terminated | truncated).to(device) & (counts < targets)
@@ -188,4 +191,4 @@ def evaluate(
             )
     mask = torch.arange(max(per_env, 1), device=device).unsqueeze(0) < targets.unsqueeze(1)
     returns = buf[mask].cpu()
-    return returns if groups == 1 else returns.reshape(groups, episodes)
+    return returns.reshape(groups, episodes) if stacked else returns

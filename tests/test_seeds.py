@@ -73,6 +73,15 @@ def test_each_seed_of_a_batched_run_is_the_single_run_of_that_seed(tmp_path, alg
     assert summary["final_eval_return"]["mean"] == pytest.approx(sum(many.eval_mean_returns) / 2)
 
 
+def test_one_seed_through_seeds_is_the_single_run(tmp_path):
+    kw = dict(RUN, backend="torch", logdir=str(tmp_path), **SMALL["ppo"])
+    many = rlpg.train("ppo", "CartPole-v1", seeds="7", run_name="many", **kw)
+    one = rlpg.train("ppo", "CartPole-v1", seed=7, run_name="one", **kw)
+    assert [p.name for p in many.run_dirs] == ["seed_7"]
+    close_trees(checkpoint.load(many.run_dirs[0] / "last.pt")["policy"], one.policy.state_dict(), "policy")
+    assert many.eval_mean_returns[0] == pytest.approx(one.eval_mean_return, abs=1e-3)
+
+
 def test_gymnasium_envs_train_as_one_vector_env_per_seed(tmp_path):
     kw = dict(RUN, backend="gymnasium", logdir=str(tmp_path), normalize_obs=True, **SMALL["ppo"])
     many = rlpg.train("ppo", "CartPole-v1", seeds=[1, 2], run_name="many", **kw)
