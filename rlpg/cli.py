@@ -469,6 +469,15 @@ def _stop_during_start_up(signum: int, frame: object) -> None:
     raise StopNow(signum)
 
 
+def _leave_job() -> None:
+    """Under torchrun, after an error that ended this rank before or outside its training loop (a bad setting every
+    rank found): destroy the process group now rather than at interpreter exit, where tearing down gloo's threads
+    unjoined aborts the process ("terminate called without an active exception", exit -6 instead of 2)."""
+    dist = sys.modules.get("rlpg.distributed")
+    if dist is not None:
+        dist.shutdown(together=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
@@ -506,6 +515,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[command](rest)
     except RLPGError as e:
         print(f"rlpg: error: {e}", file=sys.stderr)
+        _leave_job()
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("rlpg: interrupted (SIGINT); nothing was saved", file=sys.stderr)
