@@ -102,6 +102,10 @@ def resolve(path: str | Path) -> Path:
         for name in ("best.pt", "last.pt"):
             if (p / name).is_file():
                 return p / name
+        seeds = sorted(c.name for c in p.glob("seed_*") if (c / "config.json").is_file())
+        if (p / "seeds.json").is_file() and seeds:  # rlpg train --seeds: one run directory per seed inside
+            raise CheckpointError(f"{p} holds the runs of {len(seeds)} seeds ({', '.join(seeds[:4])}"
+                                  f"{', ...' if len(seeds) > 4 else ''}); pass one of them, e.g. {p / seeds[0]}")
         raise CheckpointError(f"no checkpoint in {p} (expected best.pt or last.pt); is it an rlpg run directory?")
     if not p.is_file():
         raise CheckpointError(f"checkpoint {p} does not exist; pass a run directory or a .pt file")

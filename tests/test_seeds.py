@@ -153,6 +153,7 @@ def test_cli_trains_seeds_and_each_seed_directory_is_an_ordinary_run(tmp_path, c
             "eval/mean_return"} <= set(tags)
     code, out, err = run_cli(capsys, "eval", str(group / "seed_4"), "--episodes", "2")
     assert code == 0 and "mean return" in out, err
+    one_line_error(capsys, "eval", str(group), match="pass one of them, e.g.")  # the group itself
     from rlpg.plot import read_curve, run_dirs
 
     assert [p.name for p in run_dirs([group])] == ["seed_1", "seed_2", "seed_4"]
