@@ -3,6 +3,7 @@ a single run of seed k (parameters, optimizer state, normalisers, evaluation), r
 directory works with eval and --resume as a single run's."""
 
 import json
+import shutil
 import signal
 
 import pytest
@@ -214,3 +215,18 @@ def test_target_kl_stops_each_seed_alone_and_the_group_resumes_bit_for_bit(tmp_p
     resumed = rlpg.train(resume=part.run_dir)
     for name, p in full.policy.named_parameters():
         assert torch.equal(p, dict(resumed.policy.named_parameters())[name]), name
+
+
+def test_a_gymnasium_group_resumes_from_fresh_episodes_as_each_seed_alone_would(tmp_path):
+    """A Gymnasium env cannot save its state: a resumed group restarts each seed's episodes from that seed's own new
+    seed, as `--resume` of that seed alone does, so the two continue alike."""
+    kw = dict(backend="gymnasium", normalize_obs=True, **SMALL["ppo"])
+    part = stopped(tmp_path, "ppo", "CartPole-v1", 2, **kw)
+    assert part.saved_step == 512
+    alone_dir = tmp_path / "alone"
+    shutil.copytree(part.run_dirs[1], alone_dir)  # seed 2's run directory, continued by itself
+    group = rlpg.train(resume=part.run_dir)
+    alone = rlpg.train(resume=alone_dir)
+    assert group.global_step == alone.global_step == 1024
+    close_trees(alone.policy.state_dict(), group.policy.state_dict_of(1), "seed 2")
+    assert alone.eval_mean_return == pytest.approx(group.eval_mean_returns[1], abs=1e-3)
