@@ -31,7 +31,6 @@ from torch import Tensor, nn
 
 from rlpg.advantage import rollout_gae
 from rlpg.axes import SINGLE, Single
-from rlpg.errors import ConfigError
 from rlpg.optim import GradNormMeter, NamedParams, make_optimizer, set_lr
 from rlpg.types import Batch, Rollout
 
@@ -58,10 +57,6 @@ class AgentBase:
         seeds, one that can step some seeds and not others (rlpg.optim.SeedAdam, Adam only)."""
         c = self.config
         seeds = self.axis.k if seed_steps else None
-        if seeds is not None and c.optimizer != "adam":
-            raise ConfigError(f"--optimizer {c.optimizer}: with stacked seeds only adam can stop some seeds' steps "
-                              "and not others' (as --target-kl needs); use --optimizer adam or train the seeds one run "
-                              "each")
         optimizer = make_optimizer(c.optimizer, (p for _, p in named), c.learning_rate, c.momentum,
                                    seeds=seeds)
         self.optimizers[name] = optimizer

@@ -33,7 +33,7 @@ def make_optimizer(
 ) -> torch.optim.Optimizer:
     """Adam (eps 1e-5 as in the PPO implementation-details study), SGD with (Nesterov-free) momentum,
     or RMSprop. Frozen parameters (requires_grad=False) are left out. `seeds` K: Adam over K seeds' stacked
-    parameters that can step some seeds and not others (SeedAdam; only Adam has this form)."""
+    parameters that can step some seeds and not others (SeedAdam, SeedSGD, SeedRMSprop)."""
     params = [p for p in params if p.requires_grad]
     if not params:
         raise ConfigError("no trainable parameters left for the optimizer; unfreeze some (--freeze)")
@@ -43,9 +43,11 @@ def make_optimizer(
         return _fused_or_foreach(torch.optim.Adam if seeds is None else SeedAdam, params, lr=lr, eps=eps,
                                  weight_decay=weight_decay)
     if name == "sgd":
-        return _fused_or_foreach(torch.optim.SGD, params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        return _fused_or_foreach(torch.optim.SGD if seeds is None else SeedSGD, params, lr=lr, momentum=momentum,
+                                 weight_decay=weight_decay)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, momentum=momentum, eps=eps, weight_decay=weight_decay, foreach=True)
+        return (torch.optim.RMSprop if seeds is None else SeedRMSprop)(params, lr=lr, momentum=momentum, eps=eps,
+                                                                       weight_decay=weight_decay, foreach=True)
     raise ConfigError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
@@ -98,6 +100,43 @@ class SeedAdam(torch.optim.Adam):
                 bc2 = (1 - beta2 ** step.clamp(min=1)).to(p.device, p.dtype).reshape(shape)
                 update = (group["lr"] / bc1) * m / (v.sqrt() / bc2.sqrt() + group["eps"])
                 p.sub_(torch.where(mask, update, 0.0))
+
+
+class _SeedMasked:
+    """SGD / RMSprop over K seeds' stacked parameters stepping only the seeds in `active` ([K] bool, None: all): the
+    others' parameters and per-parameter state (momentum buffers, square averages) are put back after the step. Their
+    arithmetic has no step count (unlike Adam's bias correction, see SeedAdam), so a seed left out is exactly a
+    single run that did not take the step."""
+
+    active: Tensor | None = None
+    param_groups: list[dict[str, Any]]
+    state: Any
+
+    def step(self, closure: Any = None) -> Any:
+        if self.active is None or bool(self.active.all()):
+            return super().step(closure)  # type: ignore[misc]
+        saved = []
+        for group in self.param_groups:
+            for p in group["params"]:
+                keep = (~self.active).to(p.device)
+                state = {n: v[keep].clone() for n, v in self.state.get(p, {}).items()
+                         if isinstance(v, Tensor) and v.dim() and v.shape[0] == keep.shape[0]}
+                saved.append((p, keep, p.detach()[keep].clone(), state))
+        out = super().step(closure)  # type: ignore[misc]
+        with torch.no_grad():
+            for p, keep, values, state in saved:
+                p[keep] = values
+                for n, v in state.items():
+                    self.state[p][n][keep] = v
+        return out
+
+
+class SeedSGD(_SeedMasked, torch.optim.SGD):
+    """SGD that steps only some seeds (see _SeedMasked)."""
+
+
+class SeedRMSprop(_SeedMasked, torch.optim.RMSprop):
+    """RMSprop that steps only some seeds (see _SeedMasked)."""
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
