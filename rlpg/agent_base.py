@@ -54,7 +54,7 @@ class AgentBase:
 
     def add_optimizer(self, name: str, named: NamedParams, seed_steps: bool = False) -> torch.optim.Optimizer:
         """The config's optimizer over `named`, saved in the agent's state_dict under `name`. `seed_steps`: with K
-        seeds, one that can step some seeds and not others (rlpg.optim.SeedAdam, Adam only)."""
+        seeds, one that can step some seeds and not others (rlpg.optim.SeedAdam, SeedSGD, SeedRMSprop)."""
         c = self.config
         seeds = self.axis.k if seed_steps else None
         optimizer = make_optimizer(c.optimizer, (p for _, p in named), c.learning_rate, c.momentum,

@@ -129,23 +129,22 @@ def _train(argv: Sequence[str]) -> int:
     resume = args.pop("resume", None)
     overwrite = args.pop("overwrite", False)
     seeds = args.pop("seeds", None)
-    if seeds is not None or group:
+    trainer: Any
+    if group:
+        from rlpg.seeds import SeedsTrainer
+
+        trainer = SeedsTrainer.resumed(resume, args.pop("algo", None), args.pop("env_id", None), args)
+        cfg = trainer.cfg
+        what = (f"resuming {cfg.algo} on {cfg.env_id}, seeds {' '.join(map(str, trainer.seeds))}, at step "
+                f"{trainer.resume_from[0]['global_step']:,} of {cfg.total_steps:,}")
+    elif seeds is not None:
         from rlpg.seeds import SeedsTrainer, parse_seeds
 
-        if group:
-            trainer = SeedsTrainer.resumed(resume, args.pop("algo", None), args.pop("env_id", None), args)
-            what = (f"resuming {trainer.cfg.algo} on {trainer.cfg.env_id}, seeds {' '.join(map(str, trainer.seeds))}, "
-                    f"at step {trainer.resume_from[0]['global_step']:,} of {trainer.cfg.total_steps:,}")
-        else:
-            cfg, agent_cfg = resolve_configs(args.pop("algo", algo), args.pop("env_id", None), args)
-            trainer = SeedsTrainer(cfg, agent_cfg, parse_seeds(seeds), overwrite=overwrite)
-            what = f"training {cfg.algo} on {cfg.env_id}, {trainer.k} seeds in one process"
-        if trainer.cfg.keep_heap:
-            from rlpg.runtime import keep_heap_memory
-
-            keep_heap_memory()
-        return _run_trainer(trainer, trainer.cfg, what)
-    if resume is not None:
+        cfg, agent_cfg = resolve_configs(args.pop("algo", algo), args.pop("env_id", None), args)
+        trainer = SeedsTrainer(cfg, agent_cfg, parse_seeds(seeds), overwrite=overwrite)
+        cfg = trainer.cfg
+        what = f"training {cfg.algo} on {cfg.env_id}, {trainer.k} seeds in one process"
+    elif resume is not None:
         if overwrite:
             raise ConfigError("--resume and --overwrite exclude each other: continue the run or replace it")
         cfg, agent_cfg, payload = resume_configs(resume, args.pop("algo", None), args.pop("env_id", None), args)

@@ -85,16 +85,18 @@ def resolve_configs(
 
 
 def resume_configs(run_dir: str | Path, algo: str | None = None, env_id: str | None = None,
-                   overrides: dict[str, Any] | None = None) -> tuple[TrainConfig, Any, dict[str, Any]]:
+                   overrides: dict[str, Any] | None = None,
+                   payload: dict[str, Any] | None = None) -> tuple[TrainConfig, Any, dict[str, Any]]:
     """The configs of the run in `run_dir`, as saved in its last.pt, with the few settings a resumed run may
     change (RESUMABLE) taken from `overrides`; any other setting that differs is a ConfigError. Returns
-    (TrainConfig, agent config, the last.pt payload)."""
+    (TrainConfig, agent config, the last.pt payload). `payload`: that last.pt, when the caller has loaded it."""
     run = Path(run_dir)
     if not run.is_dir():
         raise ConfigError(f"--resume {run}: no such run directory")
     if not (run / "last.pt").is_file():
         raise ConfigError(f"--resume {run}: it has no last.pt to continue from; is it an rlpg run directory?")
-    payload = checkpoint.load(run / "last.pt")
+    if payload is None:
+        payload = checkpoint.load(run / "last.pt")
     missing = [k for k in ("resume", "agent", "rng", "iteration") if k not in payload]
     if missing or "agent" not in payload["config"]:
         raise CheckpointError(f"{run / 'last.pt'} lacks the state a resumed run needs ({', '.join(missing)}); "

@@ -62,7 +62,15 @@ from rlpg.seed_envs import (
     set_training_all,
 )
 from rlpg.stacked import StackedActorCritic, StackedCollector, seed_batch
-from rlpg.trainer import Loop, _crossed, derived_seed, guarded_update, seed_everything
+from rlpg.trainer import (
+    Loop,
+    _crossed,
+    derived_seed,
+    guarded_update,
+    log_row,
+    run_payload,
+    seed_everything,
+)
 from rlpg.types import Agent, Rollout
 
 MANIFEST = "seeds.json"
@@ -272,12 +280,14 @@ class SeedsTrainer(Loop):
         missing = [str(p.parent) for p in lasts if not p.is_file()]
         if missing:
             raise ConfigError(f"--resume {group}: {', '.join(missing)} has no last.pt to continue from")
-        steps = [int(checkpoint.load(p)["global_step"]) for p in lasts]
+        payloads = [checkpoint.load(p) for p in lasts]
+        steps = [int(p["global_step"]) for p in payloads]
         if len(set(steps)) > 1:
             at = ", ".join(f"seed {s}: {n:,}" for s, n in zip(seeds, steps, strict=True))
             raise ConfigError(f"the seeds of {group} stand at different steps ({at}), so they cannot continue as one "
                               f"batch; resume each one alone with rlpg train --resume {group}/seed_<seed>")
-        loaded = [resume_configs(p.parent, algo, env_id, overrides) for p in lasts]
+        loaded = [resume_configs(p.parent, algo, env_id, overrides, payload)
+                  for p, payload in zip(lasts, payloads, strict=True)]
         cfg, agent_cfg, _ = loaded[0]
         for s, (c, a, _) in zip(seeds, loaded, strict=True):
             if to_dict(replace(c, seed=cfg.seed, run_name="")) != to_dict(replace(cfg, run_name="")) or a != agent_cfg:
@@ -356,24 +366,9 @@ class SeedsTrainer(Loop):
         rng.pop("cuda", None)
         if self.device.type != "cpu":
             rng["seed_sample_generator"] = self.sample_generators[k].get_state()
-        out = {
-            "algo": self.cfg.algo,
-            "env_id": self.cfg.env_id,
-            "global_step": self.global_step,
-            "iteration": self.iteration,
-            "best_eval": self.best_eval[k],
-            "skipped_updates": self.skipped_updates,
-            "eval_mean_return": eval_mean,
-            "config": self.resolved(k),
-            "policy": self.policy.state_dict_of(k),
-            "agent": seed_agent_state(agent_state or self.agent.state_dict(), k),
-            "normalizer": seed_normalizer_state(self.env, k, self.k),
-            "rng": rng,
-            "spaces": {
-                "observation": checkpoint.space_to_dict(self.env.single_observation_space),
-                "action": checkpoint.space_to_dict(self.env.single_action_space),
-            },
-        }
+        out = run_payload(self, self.best_eval[k], eval_mean, self.resolved(k), self.policy.state_dict_of(k),
+                          seed_agent_state(agent_state or self.agent.state_dict(), k),
+                          seed_normalizer_state(self.env, k, self.k), rng)
         if collector is not None:
             n = self.cfg.num_envs
             assert collector.obs is not None
@@ -535,12 +530,7 @@ class SeedsTrainer(Loop):
                                               "_ret": rollout.episode_return_sum,
                                               "_len": rollout.episode_length_sum}, k)
                     for logger, host in zip(loggers, values, strict=True):
-                        count, ret_sum, len_sum = host.pop("_count"), host.pop("_ret"), host.pop("_len")
-                        host["time/sps"] = sps
-                        host["train/skipped_updates"] = float(self.skipped_updates)
-                        if count > 0:
-                            host["rollout/episodic_return"] = ret_sum / count
-                            host["rollout/episodic_length"] = len_sum / count
+                        log_row(host, sps, self.skipped_updates)
                         logger.write(host, self.global_step)
                     bar.set_postfix_str(f"x {k} seeds, sps={sps:,.0f} each", refresh=False)
                 if stop.signum is not None:

@@ -155,6 +155,45 @@ def guarded_update(trainer: Any, rollout: Rollout, progress: float,
     return metrics
 
 
+def run_payload(trainer: Any, best_eval: float, eval_mean: float | None, config: dict[str, Any],
+                policy: dict[str, Any], agent: dict[str, Any], normalizer: dict[str, Any],
+                rng: dict[str, Any]) -> dict[str, Any]:
+    """The fields of every run's last.pt and best.pt (a Trainer's, or one seed's of a rlpg.seeds.SeedsTrainer): the
+    run's counters and spaces from `trainer`, the given states; --resume state is added by the caller."""
+    return {
+        "algo": trainer.cfg.algo,
+        "env_id": trainer.cfg.env_id,
+        "global_step": trainer.global_step,
+        "iteration": trainer.iteration,
+        "best_eval": best_eval,
+        "skipped_updates": trainer.skipped_updates,
+        "eval_mean_return": eval_mean,
+        "config": config,
+        "policy": policy,
+        "agent": agent,
+        "normalizer": normalizer,
+        "rng": rng,
+        "spaces": {
+            "observation": checkpoint.space_to_dict(trainer.env.single_observation_space),
+            "action": checkpoint.space_to_dict(trainer.env.single_action_space),
+        },
+    }
+
+
+def log_row(host: dict[str, float], sps: float, skipped_updates: int) -> float | None:
+    """Complete a logged row: `host` holds an update's metrics and "_count", "_ret", "_len" (the episodes that ended
+    in the rollout), which become rollout/episodic_return and rollout/episodic_length when an episode ended, beside
+    time/sps and train/skipped_updates. Returns the mean episode return, or None when no episode ended."""
+    count, ret_sum, len_sum = host.pop("_count"), host.pop("_ret"), host.pop("_len")
+    host["time/sps"] = sps
+    host["train/skipped_updates"] = float(skipped_updates)
+    if count <= 0:
+        return None
+    host["rollout/episodic_return"] = ret_sum / count
+    host["rollout/episodic_length"] = len_sum / count
+    return host["rollout/episodic_return"]
+
+
 # ---------------------------------------------------------------------------------------------------------- trainer
 class Loop:
     """What a trainer (Trainer, rlpg.seeds.SeedsTrainer) does around its `_run(stop)`: its torch threads and the stop
@@ -313,24 +352,9 @@ class Trainer(Loop):
                 ranks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         """The checkpoint. With the collector it also holds what --resume needs (last.pt), with `ranks` (the ranks'
         `rank_state`s) that of every rank of a torchrun job."""
-        out = {
-            "algo": self.cfg.algo,
-            "env_id": self.cfg.env_id,
-            "global_step": self.global_step,
-            "iteration": self.iteration,
-            "best_eval": self.best_eval,
-            "skipped_updates": self.skipped_updates,
-            "eval_mean_return": eval_mean,
-            "config": {"train": to_dict(self.cfg), "agent": to_dict(self.agent_cfg)},
-            "policy": self.policy.state_dict(),
-            "agent": self.agent.state_dict(),
-            "normalizer": normalizer_state(self.env),
-            "rng": checkpoint.rng_state(),
-            "spaces": {
-                "observation": checkpoint.space_to_dict(self.env.single_observation_space),
-                "action": checkpoint.space_to_dict(self.env.single_action_space),
-            },
-        }
+        config = {"train": to_dict(self.cfg), "agent": to_dict(self.agent_cfg)}
+        out = run_payload(self, self.best_eval, eval_mean, config, self.policy.state_dict(), self.agent.state_dict(),
+                          normalizer_state(self.env), checkpoint.rng_state())
         if collector is not None and ranks is not None:  # torchrun: each rank's envs, observations and generators
             out["resume"] = {"backend": self.backend, "ranks": ranks, "shuffle": self.agent.shuffle.get_state()}
         elif collector is not None:
@@ -484,13 +508,8 @@ class Trainer(Loop):
                         "_ret": episodes[1],
                         "_len": episodes[2],
                     })
-                    count, ret_sum, len_sum = host.pop("_count"), host.pop("_ret"), host.pop("_len")
-                    host["time/sps"] = sps
-                    host["train/skipped_updates"] = float(self.skipped_updates)
-                    if count > 0:
-                        recent = ret_sum / count
-                        host["rollout/episodic_return"] = recent
-                        host["rollout/episodic_length"] = len_sum / count
+                    mean_return = log_row(host, sps, self.skipped_updates)
+                    recent = recent if mean_return is None else mean_return
                     logger.write(host, self.global_step)
                     bar.set_postfix(sps=f"{sps:,.0f}", ret=f"{recent:.1f}", refresh=False)
                 if stop.signum is not None if self.ctx is None else stopping:
