@@ -67,57 +67,22 @@ def _tracing() -> bool:
     return bool(getattr(compiler, "is_compiling", bool)() or getattr(compiler, "is_exporting", bool)())
 
 
-def _tanh_from_sigmoid(x: Tensor, inplace: bool) -> Tensor:
-    """tanh(x) as 2 * sigmoid(2x) - 1 in one buffer: x itself when `inplace`, else a new one."""
-    y = x.mul_(2) if inplace else x.mul(2)
-    return y.sigmoid_().mul_(2).sub_(1)
-
-
-class _SigmoidTanh(torch.autograd.Function):
-    """tanh(x) = 2 * sigmoid(2x) - 1 with tanh's own backward, grad * (1 - y^2), from the saved output.
-    The backward is built from differentiable ops, so double backprop (Fisher-vector products) works."""
-
-    @staticmethod
-    def forward(x: Tensor) -> Tensor:
-        return _tanh_from_sigmoid(x, inplace=False)
-
-    @staticmethod
-    def setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
-        ctx.save_for_backward(output)
-
-    @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: Tensor) -> Tensor:
-        (y,) = ctx.saved_tensors  # type: ignore[attr-defined]
-        return torch.ops.aten.tanh_backward(grad, y)
-
-
 def tanh(x: Tensor, inplace: bool = False) -> Tensor:
-    """The hidden-layer tanh. On the CPU it is computed as 2 * sigmoid(2x) - 1: torch's vectorised CPU
-    tanh kernel is ~6x slower than its sigmoid (2.7 vs 0.45 ns per float32 element on the AVX-512 dev
-    machine, torch 2.13; a known gap, pytorch/pytorch#19088), and torch.tanh took ~40% of the CPU time
-    of PPO on 4,096 torch-native CartPoles there. The identity is exact; in float32 the result is within
-    2.5e-7 of torch.tanh in absolute terms (the rounding of 2 * sigmoid near +-1), below what the next
-    Linear layer's own rounding resolves. On other devices, and while torch.export traces the model (ONNX
-    gets a Tanh node), it is torch.tanh.
+    """The hidden-layer tanh: torch.tanh, written into `x` itself when `inplace` and no graph is recorded
+    (rollouts, evaluation), which saves allocating a [B, H] buffer per layer. Only a caller that created `x` itself
+    and holds the only reference may ask for that (see MLP).
 
-    `inplace` lets it overwrite `x` when no graph is recorded (rollouts, evaluation); only a caller that
-    created `x` itself and holds the only reference may ask for that (see MLP)."""
-    if x.device.type != "cpu" or _tracing():
-        return torch.tanh(x)
-    if torch.is_grad_enabled() and x.requires_grad:
-        return _SigmoidTanh.apply(x) if x.numel() >= Tanh.MIN_GRAD else torch.tanh(x)
-    if x.numel() >= Tanh.MIN_NO_GRAD:  # no graph
-        return _tanh_from_sigmoid(x, inplace)
-    return x.tanh_() if inplace else torch.tanh(x)
+    It is torch's own kernel on every device. The identity 2 * sigmoid(2x) - 1 is slower on the AVX-512 CPU rlpg is
+    developed on: torch.tanh takes 0.24-0.44x its time without a graph and 0.54-0.73x forward + backward, 256 to
+    65,536 rows, 1 and 2 threads, torch 2.13 (`python scripts/benchmark_policy.py --tanh`)."""
+    if inplace and not (torch.is_grad_enabled() and x.requires_grad) and not _tracing():
+        return x.tanh_()
+    return torch.tanh(x)
 
 
 class Tanh(nn.Module):
     """`tanh` as a module. It never writes into its input, wherever it is placed (a residual, a LayerNorm, a
     hook keeping the pre-activation all stay correct); MLP applies it in place where that is provably safe."""
-
-    # Below these sizes (elements) torch.tanh is as fast: the identity's 4 kernels, and in training the
-    # ~50 us Python cost of a custom autograd.Function, outweigh the faster exponential (measured on 64-wide layers).
-    MIN_NO_GRAD, MIN_GRAD = 8_192, 65_536
 
     def forward(self, x: Tensor) -> Tensor:
         return tanh(x)
