@@ -161,7 +161,8 @@ class TrainConfig:
     add little and, when the cores are shared with env workers or other jobs, can slow a run down many times"""
     keep_heap: bool = True
     """glibc: keep freed memory in malloc's heap for reuse (rlpg.runtime.keep_heap_memory) rather than page-faulting
-    every large tensor in again; the process keeps its peak memory until it exits"""
+    every large tensor in again; the process keeps its peak memory until it exits. Applied by the rlpg command;
+    rlpg.train() leaves the process's allocator as it is (call rlpg.runtime.keep_heap_memory() before it)"""
     async_envs: bool = False
     """gymnasium backend: split the sub-envs over one process per core, stepped at the same time (the same results;
     pays off from a few hundred cheap envs, or a few slow ones)"""

@@ -8,7 +8,8 @@ Both sides are the real training runs with the (algo, env) preset on the torch-n
 time compared is each run's training loop (TrainResult / SeedsResult `train_seconds`: rollouts, updates, logging,
 periodic evaluation; not start-up and not the final evaluation). The returns are the runs' own final evaluations
 (deterministic, 20 episodes, eval seed = seed + 10000). `--repeats R` alternates the two sides R times (the machine
-is shared: compare within one run) and reports each side's fastest.
+is shared: compare within one run) and reports each side's fastest. Like `rlpg train` (its `--keep-heap`, on by
+default), the script first applies rlpg.runtime.keep_heap_memory (`--keep-heap false`: glibc's defaults).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import tempfile
 import torch
 
 import rlpg
+from rlpg.runtime import keep_heap_memory
 from rlpg.seeds import parse_seeds
 
 
@@ -33,7 +35,11 @@ def main() -> None:
                         "gain nothing from a second thread)")
     parser.add_argument("--threshold", type=float, default=None, help="count the seeds scoring at least this")
     parser.add_argument("--repeats", type=int, default=1, help="alternate one seed / K seeds this many times")
+    parser.add_argument("--keep-heap", type=lambda s: s.lower() == "true", default=True,
+                        help="true (as rlpg train) or false")
     args = parser.parse_args()
+    if args.keep_heap:
+        keep_heap_memory()
     seeds = parse_seeds(args.seeds)
     common = dict(backend="torch", progress=False)
     single_times, many_times = [], []
