@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal, constraints, kl
+from torch.distributions.utils import lazy_property
 
 from rlpg.encoders import ImageEncoder, image_shape, to_float
 from rlpg.errors import ConfigError, UnsupportedSpaceError
@@ -131,6 +132,13 @@ class GumbelCategorical(Categorical):
         logits = self.logits.expand(torch.Size(sample_shape) + self.logits.shape)
         with torch.no_grad():
             return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
+
+    @lazy_property
+    def probs(self) -> Tensor:
+        """exp of the normalised logits: Categorical takes softmax(logits), whose CPU kernel works row by row and costs
+        ~25 ns per row with 2 actions (100 us for 16 seeds x 256 rows, against 4 us for this exp); equal up to
+        rounding, and only entropy() reads it here."""
+        return self.logits.exp()
 
 
 class MultiCategorical(Distribution):

@@ -214,12 +214,50 @@ class StackedCollector:
                 count += done.reshape(K, N).sum(1)
         self.obs = obs
         assert b_actions is not None
-        # V(s_t) and V(s_{t+1}) (V(final_obs) where an episode ended) in one stacked pass over both
-        both = torch.stack([b_obs, b_next_obs])  # [2, T, K*N, ...]
-        per_seed = both.reshape(2, T, K, N, *obs.shape[1:]).movedim(2, 0).reshape(K, 2 * T * N, *obs.shape[1:])
-        v = self.policy.value(per_seed).reshape(K, 2, T, N).movedim(0, 2).reshape(2, T, KN)
-        return Rollout(b_obs, b_actions, b_logp, v[0], v[1], b_rewards, b_terminated, b_truncated, ret_sum, len_sum,
-                       count)
+        values, next_values = stacked_critic_values(self.policy, b_obs, b_next_obs, obs, b_terminated | b_truncated)
+        return Rollout(b_obs, b_actions, b_logp, values, next_values, b_rewards, b_terminated, b_truncated, ret_sum,
+                       len_sum, count)
+
+
+def stacked_critic_values(policy: StackedActorCritic, obs: Tensor, next_obs: Tensor, last_obs: Tensor,
+                          dones: Tensor, gather: bool | None = None) -> tuple[Tensor, Tensor]:
+    """rlpg.rollout.critic_values for K seeds (obs, next_obs [T, K*N, ...], last_obs [K*N, ...], dones [T, K*N]).
+
+    On the CPU, as there: one stacked pass over s_0..s_T gives V(s_t) and, where the episode went on, V(s_{t+1});
+    V(final_obs) is evaluated only on the done rows, each seed's gathered to the front of a [K, M] batch (M: the most
+    done rows of any seed; the padding rows are computed and dropped). On an accelerator, where counting the done
+    rows would make the host wait, one pass over every s_t and next_obs row (`gather` chooses, as there)."""
+    T, KN = dones.shape
+    K = policy.k
+    N = KN // K
+    flat = obs.shape[2:]
+
+    def per_seed(x: Tensor) -> Tensor:  # [R, K*N, ...] -> [K, R*N, ...], seed k's rows in time order
+        return x.reshape(x.shape[0], K, N, *flat).movedim(1, 0).reshape(K, x.shape[0] * N, *flat)
+
+    def env_layout(v: Tensor) -> Tensor:  # [K, R*N] -> [R, K*N]
+        return v.reshape(K, -1, N).movedim(0, 1).reshape(-1, KN)
+
+    if not (obs.device.type == "cpu" if gather is None else gather):
+        v = policy.value(per_seed(torch.cat([obs, next_obs])))
+        both = env_layout(v)
+        return both[:T], both[T:]
+    ext = env_layout(policy.value(per_seed(torch.cat([obs, last_obs.unsqueeze(0)]))))  # [T+1, K*N]
+    next_values = ext[1:]
+    done = dones.reshape(T, K, N).movedim(1, 0).reshape(K, T * N)
+    most = int(done.sum(1).max())
+    if most:
+        # each seed's done rows first (stable: in time order), then as many of its other rows as the padding needs
+        rows = torch.argsort((~done).to(torch.uint8), dim=1, stable=True)[:, :most]  # [K, M]
+        flat_rows = rows + torch.arange(K, device=rows.device).unsqueeze(1) * (T * N)
+        final = per_seed(next_obs).reshape(K * T * N, *flat).index_select(0, flat_rows.reshape(-1))
+        v = policy.value(final.reshape(K, most, *flat))  # [K, M]
+        # a copy: with one seed the reshape is a view of ext, whose V(s_{t+1}) are also the next rows' V(s_t)
+        nv = next_values.reshape(T, K, N).movedim(1, 0).reshape(K, T * N).clone()
+        keep = done.gather(1, rows)  # the padding rows keep V(s_{t+1})
+        nv.scatter_(1, rows, torch.where(keep, v, nv.gather(1, rows)))
+        next_values = env_layout(nv)
+    return ext[:-1], next_values
 
 
 def seed_batch(rollout: Rollout, advantages: Tensor, returns: Tensor, k: int) -> Batch:

@@ -9,7 +9,8 @@ import torch
 from rlpg.errors import ConfigError
 from rlpg.optim import clip_per_seed, make_optimizer, seed_grad_norms
 from rlpg.policies import ActorCritic
-from rlpg.stacked import StackedActorCritic, sample
+from rlpg.rollout import critic_values
+from rlpg.stacked import StackedActorCritic, sample, stacked_critic_values
 
 K, N = 3, 5
 SPACES = {
@@ -294,6 +295,34 @@ def test_an_update_of_k_seeds_is_each_seeds_own_update(algo, env_id, extra):
     if extra.get("target_kl"):  # the seeds stopped after different numbers of epochs, some before the last
         epochs = [float(single_metrics["train/epochs"]) for _, single_metrics in finals]
         assert len(set(epochs)) > 1 and min(epochs) < extra["update_epochs"], epochs
+
+
+@pytest.mark.parametrize("gather", [True, False])
+@pytest.mark.parametrize("K", [1, 3])
+def test_stacked_critic_values_are_each_seeds_own(gather, K):
+    """V(s_t) and V(s_{t+1}) of K seeds (V(final_obs) on done rows, V(s_T) after the last step) are what each seed's
+    critic gives alone, whether only the done rows' final observations are evaluated (the CPU) or all of them; a
+    seed without a done row and one with every row done included."""
+    torch.manual_seed(0)
+    N, T, D = 4, 5, 3
+    policies = [ActorCritic(gym.spaces.Box(-1, 1, (D,), np.float32), gym.spaces.Discrete(2)) for _ in range(K)]
+    stacked = StackedActorCritic(policies)
+    obs, next_obs, last = torch.randn(T, K * N, D), torch.randn(T, K * N, D), torch.randn(K * N, D)
+    dones = torch.rand(T, K * N) < 0.3
+    if K == 3:
+        dones[:, N:2 * N] = False
+        dones[:, 2 * N:] = True
+    # as a rollout records them: s_{t+1} where the episode goes on, the final observation where it ended
+    following = torch.cat([obs[1:], last.unsqueeze(0)])
+    next_obs = torch.where(dones.unsqueeze(-1), next_obs, following)
+    with torch.no_grad():
+        values, next_values = stacked_critic_values(stacked, obs, next_obs, last, dones, gather=gather)
+        for k, policy in enumerate(policies):
+            cols = slice(k * N, (k + 1) * N)
+            v, nv = critic_values(policy, obs[:, cols], next_obs[:, cols], last[cols], dones[:, cols], gather=False)
+            torch.testing.assert_close(values[:, cols], v, rtol=0, atol=1e-6)
+            torch.testing.assert_close(next_values[:, cols], nv, rtol=0, atol=1e-6)
+    assert not torch.equal(next_values[:, :N], torch.cat([values[1:, :N], values[:1, :N]]))  # final obs were used
 
 
 def test_batched_conjugate_gradient_stops_each_seed_where_it_would_stop_alone():
