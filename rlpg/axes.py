@@ -137,7 +137,7 @@ class Seeds(Single):
         rows = (perm + torch.arange(self.k).unsqueeze(1) * size).to(device)
         part = size // num_minibatches
         for i in range(num_minibatches):
-            yield rows[:, i * part:(i + 1) * part], None
+            yield rows[:, i * part:(i + 1) * part].contiguous(), None  # contiguous: `take` flattens it per field
 
     def whole(self, size: int) -> tuple[slice, None]:
         return slice(None), None
