@@ -73,9 +73,10 @@ def tanh(x: Tensor, inplace: bool = False) -> Tensor:
     (rollouts, evaluation), which saves allocating a [B, H] buffer per layer. Only a caller that created `x` itself
     and holds the only reference may ask for that (see MLP).
 
-    It is torch's own kernel on every device. The identity 2 * sigmoid(2x) - 1 is slower on the AVX-512 CPU rlpg is
-    developed on: torch.tanh takes 0.24-0.44x its time without a graph and 0.54-0.73x forward + backward, 256 to
-    65,536 rows, 1 and 2 threads, torch 2.13 (`python scripts/benchmark_policy.py --tanh`)."""
+    It is torch's own kernel on every device. The identity 2 * sigmoid(2x) - 1, which rlpg used on the CPU when an AMD
+    EPYC host measured torch's tanh ~6x slower than its sigmoid, is the slower one on an Intel Xeon (AVX-512, torch
+    2.13): torch.tanh takes 0.24-0.44x its time without a graph and 0.54-0.73x forward + backward, 256 to 65,536
+    rows, 1 and 2 threads. `python scripts/benchmark_policy.py --tanh` measures both on the CPU at hand."""
     if inplace and not (torch.is_grad_enabled() and x.requires_grad) and not _tracing():
         return x.tanh_()
     return torch.tanh(x)
