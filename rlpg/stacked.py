@@ -243,20 +243,16 @@ def stacked_critic_values(policy: StackedActorCritic, obs: Tensor, next_obs: Ten
         both = env_layout(v)
         return both[:T], both[T:]
     ext = env_layout(policy.value(per_seed(torch.cat([obs, last_obs.unsqueeze(0)]))))  # [T+1, K*N]
-    next_values = ext[1:]
+    next_values = ext[1:].clone()
     done = dones.reshape(T, K, N).movedim(1, 0).reshape(K, T * N)
     most = int(done.sum(1).max())
     if most:
         # each seed's done rows first (stable: in time order), then as many of its other rows as the padding needs
-        rows = torch.argsort((~done).to(torch.uint8), dim=1, stable=True)[:, :most]  # [K, M]
-        flat_rows = rows + torch.arange(K, device=rows.device).unsqueeze(1) * (T * N)
-        final = per_seed(next_obs).reshape(K * T * N, *flat).index_select(0, flat_rows.reshape(-1))
-        v = policy.value(final.reshape(K, most, *flat))  # [K, M]
-        # a copy: with one seed the reshape is a view of ext, whose V(s_{t+1}) are also the next rows' V(s_t)
-        nv = next_values.reshape(T, K, N).movedim(1, 0).reshape(K, T * N).clone()
+        rows = torch.argsort((~done).to(torch.uint8), dim=1, stable=True)[:, :most]  # [K, M], row t*N + n of seed k
+        at = (rows // N) * KN + torch.arange(K, device=rows.device).unsqueeze(1) * N + rows % N  # in [T * K*N]
+        v = policy.value(next_obs.reshape(T * KN, *flat)[at.reshape(-1)].reshape(K, most, *flat))  # [K, M]
         keep = done.gather(1, rows)  # the padding rows keep V(s_{t+1})
-        nv.scatter_(1, rows, torch.where(keep, v, nv.gather(1, rows)))
-        next_values = env_layout(nv)
+        next_values.view(-1)[at[keep]] = v[keep]
     return ext[:-1], next_values
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -32,12 +34,24 @@ from rlpg.policies import MLP, mlp
 from rlpg.runtime import keep_heap_memory
 
 
-def time_forward(net: nn.Module, x: torch.Tensor, inner: int) -> float:
-    """Seconds per forward, over `inner` forwards."""
+def time_calls(fn: Callable[[], object], inner: int) -> float:
+    """Seconds per call of `fn`, over `inner` calls."""
     start = time.perf_counter()
     for _ in range(inner):
-        net(x)
+        fn()
     return (time.perf_counter() - start) / inner
+
+
+def alternated_medians(fns: dict[str, Callable[[], object]], inner: int, repeats: int) -> dict[str, float]:
+    """Microseconds per call of each of `fns`: one warm-up round, then `repeats` rounds in alternating order; the
+    median round of each."""
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    for fn in fns.values():
+        time_calls(fn, inner)
+    for r in range(repeats):
+        for name in (list(fns) if r % 2 == 0 else list(reversed(fns))):
+            times[name].append(time_calls(fns[name], inner))
+    return {k: statistics.median(v) * 1e6 for k, v in times.items()}
 
 
 class SigmoidTanh(torch.autograd.Function):
@@ -55,13 +69,6 @@ class SigmoidTanh(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
-def time_calls(fn, inner: int) -> float:
-    start = time.perf_counter()
-    for _ in range(inner):
-        fn()
-    return (time.perf_counter() - start) / inner
-
-
 def _activation_calls(kind: str, x: torch.Tensor, xg: torch.Tensor, g: torch.Tensor) -> dict:
     if kind == "no grad":
         return {"tanh": lambda: torch.tanh(x), "sigmoid": lambda: SigmoidTanh.apply(x)}
@@ -77,14 +84,7 @@ def compare_tanh(rows_list: list[int], repeats: int) -> None:
         torch.testing.assert_close(SigmoidTanh.apply(x), torch.tanh(x), rtol=0, atol=2.5e-7)
         inner = max(1, 2_000_000 // (rows * 64))
         for kind in ("no grad", "forward+backward"):
-            fns = _activation_calls(kind, x, xg, g)
-            times: dict[str, list[float]] = {k: [] for k in fns}
-            for fn in fns.values():
-                time_calls(fn, inner)
-            for r in range(repeats):
-                for name in (list(fns) if r % 2 == 0 else list(reversed(fns))):
-                    times[name].append(time_calls(fns[name], inner))
-            med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+            med = alternated_medians(_activation_calls(kind, x, xg, g), inner, repeats)
             ratio = med["tanh"] / med["sigmoid"]
             print(f"{rows:>7} {kind:>16} {med['tanh']:>14.1f} {med['sigmoid']:>19.1f} {ratio:>7.3f}")
 
@@ -117,14 +117,7 @@ def main() -> None:
             x = torch.randn(rows, args.obs_dim)
             inner = max(1, 200_000 // rows)
             torch.testing.assert_close(nets["in place"](x), nets["out of place"](x), rtol=0, atol=0)
-            times: dict[str, list[float]] = {k: [] for k in nets}
-            for net in nets.values():  # warm-up
-                time_forward(net, x, inner)
-            for r in range(args.repeats):
-                order = list(nets) if r % 2 == 0 else list(reversed(nets))
-                for name in order:
-                    times[name].append(time_forward(nets[name], x, inner))
-            med = {k: statistics.median(v) * 1e6 for k, v in times.items()}
+            med = alternated_medians({k: partial(net, x) for k, net in nets.items()}, inner, args.repeats)
             ratio = med["in place"] / med["out of place"]
             print(f"{rows:>7} {med['in place']:>12.1f} {med['out of place']:>16.1f} {ratio:>7.3f}")
 
