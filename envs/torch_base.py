@@ -107,10 +107,10 @@ class TorchVecEnv:
         np_random.uniform); with K seeds, each group of rows from its own generator."""
         if len(self.generators) == 1:
             u = torch.rand(shape, generator=self.generator, dtype=self.state_dtype, device=self.device)
-        else:
-            part = (shape[0] // len(self.generators), *shape[1:])
-            u = torch.cat([torch.rand(part, generator=g, dtype=self.state_dtype, device=self.device)
-                           for g in self.generators])
+        else:  # each group's draws written into its rows of one tensor (torch.rand is empty().uniform_())
+            u = torch.empty(shape, dtype=self.state_dtype, device=self.device)
+            for rows, g in zip(u.chunk(len(self.generators)), self.generators, strict=True):
+                rows.uniform_(generator=g)
         return u * (high - low) + low
 
     def _seed(self, seed: int | Sequence[int]) -> None:

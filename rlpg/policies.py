@@ -182,16 +182,30 @@ def _kl_multicategorical(p: MultiCategorical, q: MultiCategorical) -> Tensor:
     return sum(kl.kl_divergence(a, b) for a, b in zip(p.dists, q.dists, strict=True))  # type: ignore[return-value]
 
 
+def dist_tensors(dist: Distribution) -> list[Tensor]:
+    """The tensors `dist` is built from, in `with_tensors`' order: the (normalised) logits of a Categorical or
+    MultiCategorical, the mean and the standard deviation of a diagonal Gaussian."""
+    if isinstance(dist, Categorical | MultiCategorical):
+        return [dist.logits]
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        return [dist.base_dist.loc, dist.base_dist.scale]
+    raise TypeError(f"rlpg's trust-region code does not know {type(dist).__name__}")
+
+
+def with_tensors(dist: Distribution, tensors: Sequence[Tensor]) -> Distribution:
+    """A distribution of `dist`'s kind built from `tensors` (as `dist_tensors` returns them)."""
+    if isinstance(dist, Categorical):
+        return GumbelCategorical(logits=tensors[0], validate_args=False)
+    if isinstance(dist, MultiCategorical):
+        return MultiCategorical(tensors[0], dist.nvec)
+    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
+        return Independent(Normal(tensors[0], tensors[1], validate_args=False), 1)
+    raise TypeError(f"rlpg's trust-region code does not know {type(dist).__name__}")
+
+
 def detached(dist: Distribution) -> Distribution:
     """A copy of `dist` with its parameters detached: the fixed 'old' policy in KL(old || new)."""
-    if isinstance(dist, Categorical):
-        return GumbelCategorical(logits=dist.logits.detach(), validate_args=False)
-    if isinstance(dist, MultiCategorical):
-        return MultiCategorical(dist.logits.detach(), dist.nvec)
-    if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
-        base = dist.base_dist
-        return Independent(Normal(base.loc.detach(), base.scale.detach(), validate_args=False), 1)
-    raise TypeError(f"detached() does not know {type(dist).__name__}")
+    return with_tensors(dist, [t.detach() for t in dist_tensors(dist)])
 
 
 def mlp(in_dim: int, hidden: Sequence[int], out_dim: int, activation: str, out_gain: float) -> MLP:

@@ -150,14 +150,20 @@ def sample(dist: Distribution, generators: Sequence[torch.Generator]) -> Tensor:
     with torch.no_grad():
         if isinstance(dist, GumbelCategorical):
             logits = dist.logits
-            noise = torch.stack([torch.empty_like(logits[k]).exponential_(generator=g)
-                                 for k, g in enumerate(generators)])
+            noise = torch.empty_like(logits)
+            for k, g in enumerate(generators):
+                noise[k].exponential_(generator=g)
             return (logits - noise.log()).argmax(-1)
         if isinstance(dist, MultiCategorical):
             return torch.stack([sample(d, generators) for d in dist.dists], dim=-1)
         if isinstance(dist, Independent) and isinstance(dist.base_dist, Normal):
-            loc, scale = dist.base_dist.loc, dist.base_dist.scale
-            return torch.stack([torch.normal(loc[k], scale[k], generator=g) for k, g in enumerate(generators)])
+            # torch.normal(loc, scale) is N(0, 1) noise * scale + loc; drawing each seed's noise into a view of one
+            # tensor and scaling all seeds at once gives the same numbers without K calls of torch.normal's checks
+            # (~9 us each: with 16 seeds the largest per-step cost of a Pendulum rollout)
+            noise = torch.empty_like(dist.base_dist.loc)
+            for k, g in enumerate(generators):
+                noise[k].normal_(generator=g)
+            return noise.mul_(dist.base_dist.scale).add_(dist.base_dist.loc)
     raise TypeError(f"sample() does not know {type(dist).__name__}")
 
 

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
 from rlpg.distributed import all_reduce_sum, batch_mean, global_size
-from rlpg.policies import ActorCritic, detached
+from rlpg.policies import ActorCritic, detached, dist_tensors, with_tensors
 
 Avp = Callable[[Tensor], Tensor]
 
@@ -100,25 +100,62 @@ def fisher_vector_product(policy: nn.Module, obs: Tensor, params: Sequence[Tenso
                           dist: Distribution | None = None) -> Avp:
     """v [P] -> (F + damping I) v, with F the Fisher matrix of the policy on `obs` at the current parameters.
 
-    F is the Hessian of mean KL(old || new) at new = old (Schulman et al. 2015, appendix C), so
-    F v = grad((grad KL) . v), by double backprop. The first gradient is built once, with
-    create_graph=True, and reused for every v (the second backward keeps the graph). `policy` is an
-    ActorCritic (its `dist`) or any module mapping obs to a Distribution; pass `dist`, the distribution
-    at the current parameters with its graph, to reuse a forward pass. Works for every distribution
-    with a registered KL (Categorical, diagonal Gaussian, MultiCategorical). Damping keeps F + damping I
-    positive definite where F is singular (directions the batch does not excite).
+    F is the Hessian of mean KL(old || new) at new = old (Schulman et al. 2015, appendix C), computed in its
+    Gauss-Newton form by double backprop (see `gauss_newton_product`). `policy` is an ActorCritic (its `dist`) or any
+    module mapping obs to a Distribution; pass `dist`, the distribution at the current parameters with its graph, to
+    reuse a forward pass. Works for the distributions rlpg.policies.dist_tensors knows (Categorical, diagonal
+    Gaussian, MultiCategorical). Damping keeps F + damping I positive definite where F is singular (directions the
+    batch does not excite).
     """
     params = list(params)
     if dist is None:
         dist = policy.dist(obs) if hasattr(policy, "dist") else policy(obs)
     # under torchrun each rank differentiates its share of the global mean KL and the products are summed over ranks
-    kl = batch_mean(kl_divergence(detached(dist), dist), global_size(obs.shape[0]))
-    grad_kl = flat_grad(kl, params, retain_graph=True, create_graph=True)  # [P], differentiable
+    product = gauss_newton_product(dist, params, lambda kl: batch_mean(kl, global_size(obs.shape[0])))
 
     def fvp(v: Tensor) -> Tensor:
-        return all_reduce_sum(flat_grad(grad_kl.dot(v), params, retain_graph=True)) + damping * v
+        return all_reduce_sum(torch.cat([u.reshape(-1) for u in product(split_flat(v, params))])) + damping * v
 
     return fvp
+
+
+def gauss_newton_product(dist: Distribution, params: Sequence[Tensor], mean_kl: Callable[[Tensor], Tensor]
+                         ) -> Callable[[list[Tensor]], list[Tensor]]:
+    """The Fisher-vector product on parameter-shaped tensors: v (one tensor per parameter) -> F v, likewise.
+
+    With z the tensors the distribution is built from (logits; mean and standard deviation) and J = dz/dtheta, the
+    Hessian of the mean KL(old || new) is J^T H J + sum_i dKL/dz_i d^2 z_i/dtheta^2, where H is the KL's Hessian in
+    z. At new = old the KL is at its minimum, dKL/dz = 0, and F = J^T H J exactly (the Gauss-Newton form; Martens
+    2020, "New insights and perspectives on the natural gradient method", section 9). Each product is three passes:
+
+        J v        = d/dw [(J^T w) . v]   J^T w built once with create_graph=True, linear in the dummy w
+        H u        = d/dz [(dKL/dz) . u]  dKL/dz built once with create_graph=True (elementwise in z: cheap)
+        J^T H J v                         an ordinary backward through the retained forward graph
+
+    Differentiating grad KL itself, F v = grad((grad KL) . v), gives the same product but also computes the terms
+    multiplied by dKL/dz = 0 (tanh's second derivative, the layers' weight-by-activation cross terms): twice the work
+    on 16 stacked seeds (`python scripts/benchmark_trpo.py --fvp`). `mean_kl` maps the per-row KL to the scalar (or
+    with K seeds, the sum of the per-seed means) that is differentiated.
+    """
+    params = list(params)
+    z = dist_tensors(dist)
+    live = [i for i, t in enumerate(z) if t.requires_grad]
+    leaves = [t.detach().requires_grad_(t.requires_grad) for t in z]
+    new = with_tensors(dist, leaves)
+    z, leaves = [z[i] for i in live], [leaves[i] for i in live]
+    grad_kl = torch.autograd.grad(mean_kl(kl_divergence(detached(new), new)), leaves, create_graph=True)
+    dummies = [torch.zeros_like(t, requires_grad=True) for t in z]
+    jt_w = torch.autograd.grad(z, params, dummies, create_graph=True, allow_unused=True)
+    linked = [i for i, g in enumerate(jt_w) if g is not None]  # parameters the distribution depends on
+
+    def product(v: list[Tensor]) -> list[Tensor]:
+        jv = torch.autograd.grad([jt_w[i] for i in linked], dummies, [v[i] for i in linked], retain_graph=True,
+                                 allow_unused=True, materialize_grads=True)
+        hjv = torch.autograd.grad(grad_kl, leaves, jv, retain_graph=True)
+        return list(torch.autograd.grad(z, params, hjv, retain_graph=True, allow_unused=True,
+                                        materialize_grads=True))
+
+    return product
 
 
 @dataclass
@@ -294,11 +331,10 @@ def fisher_vector_product_seeds(policy: nn.Module, obs: Tensor, params: Sequence
     params = list(params)
     if dist is None:
         dist = policy.dist(obs)
-    kl = kl_divergence(detached(dist), dist).mean(-1)  # [K]: each seed's mean KL
-    grad_kl = flat_grad_seeds(kl, params, retain_graph=True, create_graph=True)  # [K, P]
+    product = gauss_newton_product(dist, params, lambda kl: kl.mean(-1).sum())  # the sum of each seed's mean KL
 
     def fvp(v: Tensor) -> Tensor:
-        return flat_grad_seeds((grad_kl * v).sum(-1), params, retain_graph=True) + damping * v
+        return torch.cat([u.reshape(u.shape[0], -1) for u in product(split_flat_seeds(v, params))], 1) + damping * v
 
     return fvp
 

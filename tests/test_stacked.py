@@ -325,6 +325,23 @@ def test_stacked_critic_values_are_each_seeds_own(gather, K):
     assert not torch.equal(next_values[:, :N], torch.cat([values[1:, :N], values[:1, :N]]))  # final obs were used
 
 
+@pytest.mark.parametrize("kind", ["discrete", "box", "multidiscrete"])
+def test_each_seeds_fisher_vector_product_is_its_own_policys(kind):
+    from rlpg.trust_region import fisher_vector_product, fisher_vector_product_seeds, flat_params_seeds
+
+    obs_space, act_space = SPACES[kind]
+    singles = [p.double() for p in policies(obs_space, act_space)]
+    stacked = StackedActorCritic(singles)
+    obs = observations(obs_space, n=32).double()
+    params = [p for _, p in stacked.actor_parameters()]
+    v = torch.randn_like(flat_params_seeds(params), generator=torch.Generator().manual_seed(2))
+    out = fisher_vector_product_seeds(stacked, obs, params, damping=0.1)(v)
+    for k, single in enumerate(singles):
+        mine = fisher_vector_product(single, obs[k], [p for _, p in single.actor_parameters()], damping=0.1)(v[k])
+        torch.testing.assert_close(out[k], mine, rtol=1e-10, atol=1e-12)
+    assert (out - 0.1 * v).abs().max() > 1e-3  # F itself is not zero
+
+
 def test_batched_conjugate_gradient_stops_each_seed_where_it_would_stop_alone():
     from rlpg.trust_region import _cg, conjugate_gradient_seeds
 
