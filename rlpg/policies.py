@@ -59,6 +59,12 @@ def clamp_passing_inward(x: Tensor, lo: float, hi: float) -> Tensor:
     """x clamped to [lo, hi] in the forward pass; see _ClampPassingInward for the gradient."""
     if _tracing() or not (torch.is_grad_enabled() and x.requires_grad):
         return x.clamp(lo, hi)
+    if x.device.type == "cpu":
+        # inside [lo, hi] plain clamp has the same value and gradient, at a third of the cost of a Python autograd
+        # Function (~30 vs ~90 us forward + backward, a PPO step's 5%); reading the range syncs nothing on the CPU
+        low, high = x.detach().aminmax()
+        if lo <= low.item() and high.item() <= hi:
+            return x.clamp(lo, hi)
     return _ClampPassingInward.apply(x, lo, hi)
 
 

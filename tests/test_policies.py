@@ -238,6 +238,22 @@ def test_log_std_outside_its_range_can_come_back():
             torch.testing.assert_close(grad, torch.full((2,), loss_sign * 1.0))  # d entropy / d log_std = 1 per dim
         else:
             assert torch.equal(grad, torch.zeros(2))
+    # one dimension out, one in (the CPU's plain-clamp shortcut applies only when all are in): each its own rule
+    with torch.no_grad():
+        policy.actor.log_std.copy_(torch.tensor([LOG_STD_MIN - 2.0, 0.0]))
+    policy.zero_grad()
+    policy.dist(obs).entropy().mean().backward()
+    assert torch.equal(policy.actor.log_std.grad, torch.tensor([0.0, 1.0]))
+    # inside the range the shortcut and the autograd Function agree, first and second derivatives
+    from rlpg.policies import _ClampPassingInward, clamp_passing_inward
+
+    x = torch.tensor([LOG_STD_MIN, -0.3, LOG_STD_MAX], requires_grad=True)
+    grads = []
+    for fn in (clamp_passing_inward, _ClampPassingInward.apply):
+        (g,) = torch.autograd.grad((fn(x, LOG_STD_MIN, LOG_STD_MAX).exp() ** 2).sum(), x, create_graph=True)
+        grads.append((g, torch.autograd.grad(g.sum(), x)[0]))
+    assert clamp_passing_inward(x, LOG_STD_MIN, LOG_STD_MAX).grad_fn.name() == "ClampBackward1"
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
     # gradient descent on -entropy from below the range walks the parameter back into it
     with torch.no_grad():
         policy.actor.log_std.fill_(LOG_STD_MIN - 2.0)
