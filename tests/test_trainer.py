@@ -153,6 +153,23 @@ def test_none_can_be_set_and_presets_layer_under_user_values():
     assert cfg.backend == "auto" and cfg.num_envs == 64 and agent.max_grad_norm == 0.5  # torch preset
 
 
+def test_mujoco_presets_set_per_task_settings_and_the_network():
+    from rlpg.trainer import resolve_configs
+
+    cfg, agent = resolve_configs("ppo", "HalfCheetah-v5", {})  # rl-zoo's: its own network, one env
+    assert cfg.hidden_sizes == (256, 256) and cfg.activation == "relu" and cfg.log_std_init == -2.0
+    assert cfg.num_envs == 1 and agent.update_epochs == 20 and agent.anneal_lr is False
+    cfg, agent = resolve_configs("ppo", "HalfCheetah-v5", {"hidden_sizes": (64, 64)})  # the user's flag wins
+    assert cfg.hidden_sizes == (64, 64) and cfg.activation == "relu"
+    cfg, agent = resolve_configs("ppo", "Hopper-v5", {})
+    assert agent.num_minibatches == 16 and cfg.hidden_sizes == (64, 64) and cfg.num_envs == 8
+    cfg, agent = resolve_configs("ppo", "Walker2d-v5", {})
+    assert agent.num_minibatches == 32
+    for algo in ("trpo", "npg"):
+        cfg, agent = resolve_configs(algo, "HalfCheetah-v5", {})
+        assert (cfg.num_envs, cfg.num_steps, cfg.log_std_init) == (16, 64, -0.5)
+
+
 def test_runs_started_together_get_their_own_directories(tmp_path):
     from rlpg.trainer import Trainer, resolve_configs
 
