@@ -12,6 +12,7 @@ the same evaluation seed; results.md gives mean and spread over seeds of both, c
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -205,6 +206,27 @@ class Runner:
         """Run what is missing; returns the number of runs recorded now. A stop signal ends the benchmark once the
         runs under way have saved their checkpoints."""
         (self.out / "runs").mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            return self._run()
+
+    def _lock(self) -> Any:
+        """An exclusive lock on OUT (OUT/bench.lock) for as long as this benchmark runs: a second `rlpg bench` on the
+        same OUT, say one started to resume while the first still runs, would train the same run directories twice
+        at once. The OS releases it when the process ends, however it ends. Where fcntl is missing (Windows), none."""
+        try:
+            import fcntl
+        except ImportError:
+            return contextlib.nullcontext()
+        f = (self.out / "bench.lock").open("a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            raise RLPGError(f"another rlpg bench is running on {self.out}; wait for it to end (it records every run "
+                            "it finishes) or give this one another --out") from None
+        return f  # closing the file releases the lock
+
+    def _run(self) -> int:
         rows = read_results(self.results)
         done = {(r["library"], r["algo"], r["env_id"], r["seed"]) for r in rows}
         todo = [r for r in self.bench.runs() if (r[0], r[1], r[2], str(r[3])) not in done]

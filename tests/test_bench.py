@@ -69,6 +69,13 @@ def test_a_stopped_benchmark_resumes_its_unfinished_run(tmp_path):
     while time.time() < deadline and not last.exists():
         time.sleep(0.2)
     time.sleep(1.0)
+    if sys.platform != "win32":  # a second benchmark on the same OUT while this one runs is refused, not run twice
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 2 and "Traceback" not in second.stderr
+        assert second.stderr.strip().splitlines()[-1] == (f"rlpg: error: another rlpg bench is running on {out}; wait "
+                                                          "for it to end (it records every run it finishes) or give "
+                                                          "this one another --out")
+        assert proc.poll() is None  # and the first goes on
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 143, stderr
