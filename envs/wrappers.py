@@ -142,15 +142,22 @@ class RunningMeanStd:
 
     def update(self, x: Tensor) -> None:
         """x: [N, *shape] (with K groups: rows k*N/K .. (k+1)*N/K - 1 are group k's)."""
+        x = x.to(torch.float64)
+        if x.device.type == "cpu" and bool(torch.isfinite(x).all()):
+            # every row finite, which the CPU tells without a host sync: the plain moments alone (what the torch.where
+            # below picks then, the same numbers), not the masked ones beside them
+            if self.groups is None:
+                self._merge(x.mean(0), x.var(0, correction=0), torch.tensor(float(x.shape[0]), dtype=torch.float64))
+            else:
+                g = x.reshape(self.groups, -1, *x.shape[1:])
+                count = torch.full((self.groups, *([1] * (g.dim() - 2))), float(g.shape[1]), dtype=torch.float64)
+                self._merge(g.mean(1), g.var(1, correction=0), count)
+            return
         if self.groups is not None:
             self._update_groups(x)
             return
-        x = x.to(torch.float64)
         n = x.shape[0]
         finite = torch.isfinite(x.reshape(n, -1)).all(1)  # [N]
-        if x.device.type == "cpu" and bool(finite.all()):  # no host sync on the CPU: skip the masked moments
-            self._merge(x.mean(0), x.var(0, correction=0), torch.tensor(float(n), dtype=torch.float64))
-            return
         w = finite.reshape(n, *([1] * (x.dim() - 1))).to(torch.float64)
         b_count = w.sum()
         # the plain mean / var when every row is finite (the common case, with the same rounding as ever),

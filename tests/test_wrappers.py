@@ -87,6 +87,24 @@ def test_running_mean_std_never_absorbs_non_finite_rows():
     assert all(torch.equal(x, y) for x, y in zip(before, (b.mean, b.var, b.count), strict=True))
 
 
+def test_grouped_running_mean_std_is_each_groups_own_with_or_without_non_finite_rows():
+    # K groups (K seeds) keep the statistics K lone ones would, on the all-finite shortcut and on the masked path
+    g = torch.Generator().manual_seed(0)
+    together = RunningMeanStd((2,), torch.device("cpu"), groups=3)
+    apart = [RunningMeanStd((2,), torch.device("cpu")) for _ in range(3)]
+    for step in range(6):
+        x = torch.randn(12, 2, generator=g, dtype=torch.float64) * (step + 1)
+        if step % 2:
+            x[5, 0] = float("nan")  # a bad row in group 1 only
+        together.update(x)
+        for k, rms in enumerate(apart):
+            rms.update(x[4 * k:4 * (k + 1)])
+    for k, rms in enumerate(apart):
+        for a, b in ((together.mean[k], rms.mean), (together.var[k], rms.var), (together.count[k], rms.count)):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert float(together.count[1]) == float(together.count[0]) - 3  # group 1 left out its 3 bad rows
+
+
 def test_normalize_reward_forgets_the_discounted_return_on_reset():
     # env a runs 60 steps, then resets; env b starts fresh with a's statistics: from the reset on they must agree
     a = make("Pendulum-v1", 4, backend="torch", normalize_reward=True, gamma=0.9)
