@@ -140,12 +140,28 @@ class GumbelCategorical(Categorical):
         with torch.no_grad():
             return (logits - torch.empty_like(logits).exponential_().log()).argmax(-1)
 
+    def sample_with_log_prob(self) -> tuple[Tensor, Tensor]:
+        """(sample(), log_prob of it) in one pass: the same draw and the same numbers as the two calls, a third of
+        their cost on a small CPU batch (a rollout step's)."""
+        logits = self.logits
+        with torch.no_grad():
+            action = (logits - torch.empty_like(logits).exponential_().log_()).argmax(-1)
+        return action, logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
+
     @lazy_property
     def probs(self) -> Tensor:
         """exp of the normalised logits: Categorical takes softmax(logits), whose CPU kernel works row by row and costs
         ~25 ns per row with 2 actions (100 us for 16 seeds x 256 rows, against 4 us for this exp); equal up to
         rounding. entropy() and the categorical KL of NPG/TRPO read it."""
         return self.logits.exp()
+
+
+def sample_with_log_prob(dist: Distribution) -> tuple[Tensor, Tensor]:
+    """An action drawn from `dist` and its log-probability (GumbelCategorical's in one pass)."""
+    if type(dist) is GumbelCategorical:
+        return dist.sample_with_log_prob()
+    action = dist.sample()
+    return action, dist.log_prob(action)
 
 
 class MultiCategorical(Distribution):

@@ -156,3 +156,84 @@ def test_workers_leave_stop_signals_to_the_parent():
         assert env.procs[0].is_alive()
     finally:
         env.close()
+
+
+def test_sub_envs_are_stepped_beneath_gym_makes_pass_through_wrappers_only():
+    """After its checked first steps a CartPole is stepped beneath OrderEnforcing and PassiveEnvChecker, its TimeLimit
+    counted in place (the reference tests above check every result); any other wrapper on top is stepped as it is."""
+    from gymnasium.envs.classic_control import CartPoleEnv
+    from gymnasium.wrappers import TimeLimit
+
+    class Custom(gym.Wrapper):
+        pass
+
+    env = SameStepVecEnv([lambda: gym.make("CartPole-v1"), lambda: Custom(gym.make("CartPole-v1"))])
+    env.reset(seed=0)
+    assert env._lean == [None, None]
+    for _ in range(3):
+        env.step(np.zeros(2, dtype=np.int64))
+    inner, limit = env._lean[0]
+    assert type(inner) is CartPoleEnv and type(limit) is TimeLimit and limit is env.envs[0]
+    assert env._lean[1] == (env.envs[1], None)
+    env.close()
+
+
+def test_int_discrete_answers_contains_as_discrete_does():
+    from rlpg.envs.gym import _fast_int_actions
+
+    env = gym.make("CartPole-v1")
+    original = env.unwrapped.action_space
+    original.seed(7)
+    _fast_int_actions(env)
+    fast = env.unwrapped.action_space
+    assert fast is not original and fast == original and fast.np_random is original.np_random
+    shifted = gym.spaces.Discrete(3, start=-1)
+    holder = gym.make("CartPole-v1").unwrapped
+    holder.action_space = shifted
+    _fast_int_actions(holder)
+    for space, ref in ((fast, gym.spaces.Discrete(2)), (holder.action_space, gym.spaces.Discrete(3, start=-1))):
+        for x in (-2, -1, 0, 1, 2, 3, 2**70, np.int64(1), np.int32(-1), np.int64(5), True, 1.0, "1", None):
+            assert space.contains(x) == ref.contains(x), (space, x)
+
+
+def test_a_worker_that_dies_is_one_clear_error_not_a_hang():
+    import os
+    import signal
+
+    env = SplitVecEnv([lambda: gym.make("CartPole-v1")] * 4, 2)
+    try:
+        env.reset(seed=0)
+        env.step(np.zeros(4, dtype=np.int64))
+        os.kill(env.procs[0].pid, signal.SIGKILL)
+        env.procs[0].join(timeout=10)
+        with pytest.raises(RLPGError, match="worker process died"):
+            env.step(np.zeros(4, dtype=np.int64))
+    finally:
+        env.close()
+
+
+def test_a_split_env_dropped_without_close_stops_its_workers():
+    import gc
+
+    env = SplitVecEnv([lambda: gym.make("CartPole-v1")] * 4, 2)
+    env.reset(seed=0)
+    procs = list(env.procs)
+    del env
+    gc.collect()
+    for proc in procs:
+        proc.join(timeout=10)
+        assert not proc.is_alive()
+
+
+def test_split_env_without_spinning_gives_the_same_steps(monkeypatch):
+    """Where the CPU may reorder writes (not x86) every message goes through the semaphores; that protocol gives the
+    same results (the workers are forked with the flag as set here)."""
+    import rlpg.envs.gym as gym_module
+
+    monkeypatch.setattr(gym_module, "_SPIN", False)
+    n, seed = 5, 11
+    space = gym.make("CartPole-v1").action_space
+    space.seed(3)
+    actions = [np.stack([space.sample() for _ in range(n)]) for _ in range(300)]
+    ref = reference_steps("CartPole-v1", n, seed, actions)
+    check_against_reference(SplitVecEnv([lambda: gym.make("CartPole-v1")] * n, 2), "CartPole-v1", seed, actions, ref)

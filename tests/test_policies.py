@@ -263,3 +263,28 @@ def test_log_std_outside_its_range_can_come_back():
         (-policy.dist(obs).entropy().mean()).backward()
         opt.step()
     assert (policy.actor.log_std > LOG_STD_MIN).all()
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 6, 2)])
+def test_sample_with_log_prob_is_sample_then_log_prob(shape):
+    """The rollout's one-pass draw takes the same numbers from the generator and gives the same action and log-prob
+    as sample() followed by log_prob(); other distributions go through those two calls."""
+    from torch.distributions import Independent, Normal
+
+    from rlpg.policies import GumbelCategorical, sample_with_log_prob
+
+    logits = torch.randn(shape)
+    d = GumbelCategorical(logits=logits, validate_args=False)
+    torch.manual_seed(3)
+    action, logp = sample_with_log_prob(d)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    expected = d.sample()
+    assert torch.equal(action, expected) and torch.equal(logp, d.log_prob(expected))
+    assert torch.equal(after, torch.rand(1))  # as many numbers drawn
+    gauss = Independent(Normal(torch.zeros(shape), torch.ones(shape)), 1)
+    torch.manual_seed(5)
+    action, logp = sample_with_log_prob(gauss)
+    torch.manual_seed(5)
+    expected = gauss.sample()
+    assert torch.equal(action, expected) and torch.equal(logp, gauss.log_prob(expected))

@@ -203,3 +203,37 @@ def test_env_state_of_other_wrappers_or_sizes_is_a_clear_error():
     env.reset(seed=0)
     with pytest.raises(CheckpointError, match="another number of envs|another --num-envs"):
         load_env_state(env, saved)
+
+
+def test_check_finite_on_the_cpu_tells_an_overflowing_sum_from_a_non_finite_value():
+    """On the CPU a step is first checked through the sum of each signal; a sum that overflows on finite values must
+    not stop the run, and a NaN or infinity anywhere must, with the per-row error."""
+    from rlpg.envs.wrappers import CheckFinite
+    from rlpg.errors import NonFiniteError
+
+    class Big:
+        num_envs, device = 2, torch.device("cpu")
+
+        def __init__(self, bad):
+            self.bad = bad
+
+        def reset(self, seed=None):
+            return torch.zeros(2, 3), {}
+
+        def step(self, actions):
+            obs = torch.full((2, 3), 3e38)  # finite, but their sum overflows float32
+            final = obs.clone()
+            if self.bad == "final":
+                final[1, 2] = float("-inf")
+            reward = torch.tensor([1.0, float("nan") if self.bad == "reward" else 2.0])
+            return obs, reward, torch.zeros(2, dtype=torch.bool), torch.zeros(2, dtype=torch.bool), {"final_obs": final}
+
+    fine = CheckFinite(Big(None), "Big-v0")
+    fine.reset()
+    obs, *_ = fine.step(torch.zeros(2))
+    assert bool(torch.isfinite(obs).all())
+    for bad, signal in (("final", "final observation"), ("reward", "reward")):
+        env = CheckFinite(Big(bad), "Big-v0")
+        env.reset()
+        with pytest.raises(NonFiniteError, match=f"non-finite {signal} .* in sub-env 1 at step 1"):
+            env.step(torch.zeros(2))
