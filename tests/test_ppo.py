@@ -115,3 +115,40 @@ def test_ppo_learns_cartpole_torch_backend_default(tmp_path):
     result = rlpg.train(seed=2, logdir=str(tmp_path), progress=False)
     assert result.global_step <= 60_416
     assert result.eval_mean_return >= 475, result.eval_mean_return
+
+
+@pytest.mark.parametrize("space, ent_coef", [(gym.spaces.Discrete(3), 0.0), (gym.spaces.Discrete(3), 0.01),
+                                             (gym.spaces.Box(-1, 1, (2,), np.float32), 0.0)])
+def test_reported_statistics_are_the_mean_of_each_gradient_steps_own(monkeypatch, space, ent_coef):
+    """The update reports each statistic as the mean over its gradient steps of that step's minibatch mean (computed
+    after the epochs): checked against each minibatch recomputed by hand, with a step that leaves the weights as they
+    are so every minibatch sees the same policy."""
+    torch.manual_seed(0)
+    policy = ActorCritic(OBS, space, (8,))
+    batch = make_batch(policy, size=48)
+    agent = PPO(policy, PPOConfig(update_epochs=2, num_minibatches=4, clip_coef=0.2, ent_coef=ent_coef))
+    seen = []
+    minibatches = agent.minibatches
+
+    def spy(*args, **kwargs):
+        parts = list(minibatches(*args, **kwargs))
+        seen.extend(idx for idx, _ in parts)
+        return iter(parts)
+
+    monkeypatch.setattr(agent, "minibatches", spy)
+    monkeypatch.setattr(agent, "step", lambda opt, loss, params: (torch.zeros(()), torch.zeros(len(params))))
+    m = agent.update(batch, progress=0.0)
+    assert len(seen) == 8
+    kl, clip_frac, entropy = [], [], []
+    with torch.no_grad():
+        for idx in seen:
+            d = policy.dist(batch.obs[idx])
+            logratio = d.log_prob(batch.actions[idx]) - batch.logp[idx]
+            ratio = logratio.exp()
+            kl.append(((ratio - 1) - logratio).mean())
+            clip_frac.append(((ratio - 1).abs() > 0.2).float().mean())
+            entropy.append(d.entropy().mean())
+    torch.testing.assert_close(m["train/approx_kl"], torch.stack(kl).mean())
+    torch.testing.assert_close(m["train/clip_fraction"], torch.stack(clip_frac).mean())
+    torch.testing.assert_close(m["train/entropy"], torch.stack(entropy).mean())
+    assert 0 < float(m["train/clip_fraction"]) < 1
