@@ -287,8 +287,18 @@ class SplitVecEnv:
             if not proc.is_alive():
                 raise RLPGError("an environment worker process died (see its output above)")
             _await(c, _REP, now, _M_SLEEPS, self.wake_main[w], _MAIN_SPIN_S, proc.is_alive)
-        kind = int(c[_KIND])
-        return None if kind == _OK else _answer(self.conns[w])
+        if int(c[_KIND]) == _OK:
+            return None
+        while True:
+            try:
+                kind, (seq, value) = self.conns[w].recv()
+            except EOFError:
+                raise RLPGError("an environment worker process died (see its output above)") from None
+            if seq != target:  # the message of a request whose reply was never read (an interrupted step)
+                continue
+            if kind == "error":
+                raise RLPGError(f"an environment worker failed: {value}")
+            return value
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         self._request(_RESET, seed)
@@ -355,7 +365,7 @@ def _view(buf: Any, shape: tuple[int, ...], dtype: str) -> np.ndarray:
 
 
 def _answer(conn: Any) -> Any:
-    """A worker's message; its error, raised here as one line."""
+    """A worker's first message (it built its envs, or why not); its error, raised here as one line."""
     try:
         kind, value = conn.recv()
     except EOFError:
@@ -407,7 +417,7 @@ def _worker(conn: Any, fns: Any, lo: int, hi: int, shm: dict[str, Any], w: int, 
         c[_REP] = seen  # published after the results (see _SPIN); a message follows down the pipe
         _signal(c, _M_SLEEPS, wake_main)
         if message is not None:
-            conn.send(message)
+            conn.send((message[0], (seen, message[1])))
         if cmd == _CLOSE:
             return
 

@@ -237,3 +237,31 @@ def test_split_env_without_spinning_gives_the_same_steps(monkeypatch):
     actions = [np.stack([space.sample() for _ in range(n)]) for _ in range(300)]
     ref = reference_steps("CartPole-v1", n, seed, actions)
     check_against_reference(SplitVecEnv([lambda: gym.make("CartPole-v1")] * n, 2), "CartPole-v1", seed, actions, ref)
+
+
+class Ends(Breaks):
+    """Ends an episode on every step; its info counts its steps over its life."""
+
+    def __init__(self):
+        self.steps = 0
+
+    def step(self, action):
+        self.steps += 1
+        return np.zeros(2, np.float32), 1.0, True, False, {"steps": self.steps}
+
+
+def test_the_infos_of_a_step_whose_reply_was_never_read_are_not_taken_for_the_next():
+    import rlpg.envs.gym as gym_module
+
+    env = SplitVecEnv([Ends, Ends], 2, infos=True)  # sub-env 1 lives in the worker
+    try:
+        env.reset(seed=0)
+        env.views["actions"][:] = 0
+        env._request(gym_module._STEP)  # a step interrupted before its reply was read: the worker's sub-env steps
+        ctrl = env.ctrl[0]
+        while ctrl[gym_module._REP] != ctrl[gym_module._REQ]:  # and replies, its infos waiting in the pipe
+            pass
+        *_, infos = env.step(np.zeros(2, dtype=np.int64))
+        assert infos == {0: {"steps": 1}, 1: {"steps": 2}}
+    finally:
+        env.close()
