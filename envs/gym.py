@@ -41,8 +41,8 @@ class SameStepVecEnv:
     environments is a large part of the cost (stepping 1,024 CartPoles: 1.2-1.4x faster without it).
 
     It also steps each sub-env beneath the wrappers gym.make puts on every env that only pass a step through once the
-    env runs (`_lean`): on CartPole they and the action check take ~45% of a step. The time limit stays, counted in the
-    TimeLimit wrapper's own counter exactly as its step() would.
+    env runs (`_lean`): on CartPole they and the action check take about half of a step. The time limit stays,
+    counted in the TimeLimit wrapper's own counter exactly as its step() would.
 
     step() returns (obs, final_obs, rewards, terminated, truncated, final_infos): final_obs holds each sub-env's last
     observation of this step (the next episode's first observation is in obs where an episode ended), final_infos
