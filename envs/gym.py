@@ -253,6 +253,9 @@ class SplitVecEnv:
         self.wake_main = [ctx.Semaphore(0) for _ in range(workers)]
         self.conns: list[Any] = []
         self.procs: list[Any] = []
+        # the one way workers stop, from close() or, for a SplitVecEnv dropped or left open at exit, from the garbage
+        # collector (they ignore SIGTERM, which multiprocessing would send them at exit: see _worker)
+        self._finalizer = weakref.finalize(self, _stop_workers, self.ctrl, self.wake_workers, self.procs)
         try:
             for w, (lo, hi) in enumerate(self.bounds[1:]):
                 parent, child = ctx.Pipe()
@@ -268,9 +271,6 @@ class SplitVecEnv:
         except BaseException:
             self.close()
             raise
-        # a SplitVecEnv dropped or left open at exit still stops its workers (they ignore SIGTERM, which
-        # multiprocessing would send them at exit: see _worker)
-        self._finalizer = weakref.finalize(self, _stop_workers, self.ctrl, self.wake_workers, self.procs)
 
     def _request(self, cmd: int, arg: int | None = None) -> None:
         for w in range(len(self.procs)):
@@ -287,18 +287,7 @@ class SplitVecEnv:
             if not proc.is_alive():
                 raise RLPGError("an environment worker process died (see its output above)")
             _await(c, _REP, now, _M_SLEEPS, self.wake_main[w], _MAIN_SPIN_S, proc.is_alive)
-        if int(c[_KIND]) == _OK:
-            return None
-        while True:
-            try:
-                kind, (seq, value) = self.conns[w].recv()
-            except EOFError:
-                raise RLPGError("an environment worker process died (see its output above)") from None
-            if seq != target:  # the message of a request whose reply was never read (an interrupted step)
-                continue
-            if kind == "error":
-                raise RLPGError(f"an environment worker failed: {value}")
-            return value
+        return None if int(c[_KIND]) == _OK else _answer(self.conns[w], target)
 
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         self._request(_RESET, seed)
@@ -326,22 +315,14 @@ class SplitVecEnv:
                 v["truncated"].copy(), final_infos)
 
     def close(self) -> None:
-        if self.procs:
-            try:
-                self._request(_CLOSE)
-                for w in range(len(self.procs)):
-                    self._reply(w)
-            except (RLPGError, OSError, EOFError):
-                pass
-        _stop_workers(self.ctrl, self.wake_workers, self.procs)
-        if hasattr(self, "_finalizer"):
-            self._finalizer.detach()
+        self._finalizer()  # _stop_workers, once
         self.conns, self.procs = [], []
         self.local.close()
 
 
 def _stop_workers(ctrl: np.ndarray, wakes: list[Any], procs: list[Any]) -> None:
-    """Tell every worker still running to close, wait a little, then kill what is left."""
+    """Tell every worker still running to close (it closes its envs and exits), wait a little, then kill what is
+    left."""
     for w, proc in enumerate(procs):
         if proc.is_alive():
             c = ctrl[w]
@@ -364,15 +345,19 @@ def _view(buf: Any, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     return np.frombuffer(buf, dtype=np.dtype(dtype), count=int(np.prod(shape))).reshape(shape)
 
 
-def _answer(conn: Any) -> Any:
-    """A worker's first message (it built its envs, or why not); its error, raised here as one line."""
-    try:
-        kind, value = conn.recv()
-    except EOFError:
-        raise RLPGError("an environment worker process died (see its output above)") from None
-    if kind == "error":
-        raise RLPGError(f"an environment worker failed: {value}")
-    return value
+def _answer(conn: Any, request: int = 0) -> Any:
+    """A worker's message about `request` (0: its first, that it built its envs or why not); its error, raised here
+    as one line. Messages about earlier requests, whose replies were never read (an interrupted step), are skipped."""
+    while True:
+        try:
+            kind, (about, value) = conn.recv()
+        except EOFError:
+            raise RLPGError("an environment worker process died (see its output above)") from None
+        if about != request:
+            continue
+        if kind == "error":
+            raise RLPGError(f"an environment worker failed: {value}")
+        return value
 
 
 def _worker(conn: Any, fns: Any, lo: int, hi: int, shm: dict[str, Any], w: int, wake: Any, wake_main: Any,
@@ -387,9 +372,9 @@ def _worker(conn: Any, fns: Any, lo: int, hi: int, shm: dict[str, Any], w: int, 
     try:
         envs = SameStepVecEnv(fns.fn, infos=infos)
         views = {k: _view(*v) for k, v in shm.items()}
-        conn.send(("ok", None))
+        conn.send(("ok", (0, None)))
     except Exception as e:
-        conn.send(("error", f"{type(e).__name__}: {e}"))
+        conn.send(("error", (0, f"{type(e).__name__}: {e}")))
         return
     c = views["ctrl"][w]
     rows = {k: views[k][lo:hi] for k in ("obs", "final", "rewards", "terminated", "truncated", "actions")}
