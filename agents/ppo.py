@@ -93,18 +93,19 @@ class PPO(AgentBase):
                 self.optimizer.active = active  # type: ignore[attr-defined]
             epochs = epochs + 1 if active is None else epochs + active.float()
             # count: the global minibatch size under torchrun, whose losses are this rank's share of the mean
-            parts = list(self.minibatches(batch, c.num_minibatches, active))
+            shuffled, parts = self.shuffled(batch, c.num_minibatches, active)
             # per minibatch; under torchrun over the global minibatch, every minibatch's moments in one all-reduce
-            advs = ax.normalize_each(batch.advantages, [idx for idx, _ in parts]) if c.norm_adv else None
+            advs = ax.normalize_each(shuffled.advantages, [idx for idx, _ in parts]) if c.norm_adv else None
             for k, (idx, count) in enumerate(parts):
-                mb = ax.index(batch, idx)
+                mb = ax.index(shuffled, idx)
                 dist = self.policy.dist(mb.obs)
                 newlogp = dist.log_prob(mb.actions)  # [M]
                 logratio = newlogp - mb.logp
                 ratio = logratio.exp()
                 adv = advs[k] if advs is not None else mb.advantages
 
-                pg_loss = ax.mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - clip, 1 + clip)), count)
+                neg_adv = -adv
+                pg_loss = ax.mean(torch.max(neg_adv * ratio, neg_adv * ratio.clamp(1 - clip, 1 + clip)), count)
                 new_values = self.policy.value(mb.obs)
                 if c.clip_vloss:
                     clipped = mb.values + (new_values - mb.values).clamp(-clip, clip)
@@ -124,8 +125,9 @@ class PPO(AgentBase):
                     loss = torch.where(active.to(loss.device), loss, 0.0)
                 meter.add(*self.step(self.optimizer, loss, self.params), taken=active)
                 with torch.no_grad():
-                    approx_kl = ax.mean((ratio - 1) - logratio, count)  # k3 estimator (Schulman, "Approximating KL")
-                    clip_frac = ax.mean(((ratio - 1).abs() > clip).float(), count)
+                    ratio_1 = ratio - 1
+                    approx_kl = ax.mean(ratio_1 - logratio, count)  # k3 estimator (Schulman, "Approximating KL")
+                    clip_frac = ax.mean((ratio_1.abs() > clip).float(), count)
                     stats = torch.stack([pg_loss, v_loss, entropy, approx_kl, clip_frac])
                 if active is None:
                     sums = stats if sums is None else sums + stats

@@ -91,6 +91,9 @@ class SameStepVecEnv:
         """step(), writing its results into the given arrays ([num_envs, ...] each)."""
         final_infos: dict[int, dict[str, Any]] = {}
         lean_all = self._lean
+        # the results gathered in lists and written once per array: one numpy assignment each rather than one per
+        # sub-env and array (~0.3 us each, ~10% of a CartPole step)
+        finals, nexts, rs, terms, truncs = [], [], [], [], []
         for i, action in enumerate(actions.tolist() if self._ints else actions):
             lean = lean_all[i]
             if lean is None:  # the first steps: every wrapper, so the env checker sees them
@@ -104,14 +107,20 @@ class SameStepVecEnv:
                     limit._elapsed_steps += 1
                     if limit._elapsed_steps >= limit._max_episode_steps:
                         trunc = True
-            final[i] = o
-            rewards[i], terminated[i], truncated[i] = r, term, trunc
+            finals.append(o)
+            rs.append(r)
+            terms.append(term)
+            truncs.append(trunc)
             if term or trunc:
                 if self.infos:
                     final_infos[i] = info
-                obs[i], _ = self.envs[i].reset()
+                finals[-1] = np.array(o)  # before the reset, which may write into the array the env returned
+                nexts.append(self.envs[i].reset()[0])
             else:
-                obs[i] = o
+                nexts.append(o)
+        if finals:
+            final[:], obs[:] = finals, nexts
+            rewards[:], terminated[:], truncated[:] = rs, terms, truncs
         return final_infos
 
     def close(self) -> None:

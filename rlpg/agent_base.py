@@ -82,6 +82,19 @@ class AgentBase:
         minibatch size under torchrun or None) each."""
         return self.axis.minibatches(self.axis.size(batch), num_minibatches, batch.obs.device, self.shuffle, active)
 
+    def shuffled(self, batch: Batch, num_minibatches: int,
+                 active: Tensor | None = None) -> tuple[Batch, list[tuple[Tensor | slice, int | None]]]:
+        """`minibatches` as (the batch to take them from, [(index, size), ...]). For one run in one process that batch
+        is reordered once by the pass's permutation and each minibatch is a slice of it: the same rows in the same
+        order, as views, with one indexing per field and pass instead of one per field and minibatch."""
+        parts = list(self.minibatches(batch, num_minibatches, active))
+        if type(self.axis) is not Single or len(parts) < 2 or any(count is not None for _, count in parts):
+            return batch, parts
+        lengths = [len(idx) for idx, _ in parts]
+        starts = [sum(lengths[:k]) for k in range(len(lengths))]
+        order = batch.index(torch.cat([idx for idx, _ in parts]))
+        return order, [(slice(a, a + n), None) for a, n in zip(starts, lengths, strict=True)]
+
     def step(self, optimizer: torch.optim.Optimizer, loss: Tensor, params: NamedParams) -> tuple[Tensor, Tensor]:
         """zero_grad -> backward -> clip (the config's max_grad_norm, norm_type, clip_value) -> step, per seed with
         K seeds; returns the gradient norms before clipping (rlpg.optim.step_with_clip)."""

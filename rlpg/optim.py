@@ -8,11 +8,13 @@ trainer can log `grad_norm/<name>` with a single host transfer per log interval.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim import optimizer as _optim_globals
 
 from rlpg.distributed import reduce_gradients
 from rlpg.errors import ConfigError, NonFiniteError
@@ -146,7 +148,8 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def grad_norms(grads: Sequence[Tensor], norm_type: float = 2.0) -> tuple[Tensor, Tensor]:
     """Per-tensor norms [P] and their total norm (the norm of the concatenation), on the device."""
-    per = torch.stack(torch._foreach_norm([g.detach() for g in grads], norm_type))
+    # .grad of a plain backward records no graph; only a create_graph one needs detaching (one op saved per tensor)
+    per = torch.stack(torch._foreach_norm([g.detach() if g.requires_grad else g for g in grads], norm_type))
     total = per.max() if math.isinf(norm_type) else torch.linalg.vector_norm(per, norm_type)
     return total, per
 
@@ -166,6 +169,14 @@ def clip_per_seed(grads: Sequence[Tensor], total: Tensor, max_norm: float) -> No
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(coef.reshape(-1, *([1] * (g.dim() - 1))))
+
+
+def _surely_finite(total: Tensor, loss: Tensor) -> bool:
+    """True when the sum of the norms and losses is finite, which proves each finite (a NaN or inf in any makes the
+    sum NaN or inf). Two ops and one host read where torch.isfinite on both is ten; a non-finite sum of finite values
+    (an overflow) is False here and left to the exact check."""
+    s = total + loss if total.dim() == 0 else (total + loss).sum()
+    return math.isfinite(s.item())
 
 
 def step_with_clip(
@@ -192,7 +203,7 @@ def step_with_clip(
     backward of their sum gives each seed its own gradient; norms ([K], [K, P]), the finiteness check and the clip
     are each seed's own (not under torchrun).
     """
-    optimizer.zero_grad(set_to_none=True)
+    zero_grad(optimizer)
     if per_seed:
         loss.sum().backward()
         loss_value = loss.detach()
@@ -203,7 +214,7 @@ def step_with_clip(
     norms = seed_grad_norms if per_seed else grad_norms
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
     total, per = norms(grads, norm_type)
-    if check_finite:
+    if check_finite and not _surely_finite(total, loss_value):
         finite = torch.isfinite(total) & torch.isfinite(loss_value)
         if not bool(finite.all()):
             optimizer.zero_grad(set_to_none=True)
@@ -225,8 +236,95 @@ def step_with_clip(
         else:
             coef = (max_grad_norm / (clipped_total + 1e-6)).clamp(max=1.0)
             torch._foreach_mul_(live, coef)
-    optimizer.step()
+    optimizer_step(optimizer)
     return total, per
+
+
+def zero_grad(optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.zero_grad(set_to_none=True): torch's own sets each parameter's .grad to None inside a profiler
+    range (~45 us on a PPO minibatch step against ~5 us for the loop alone), which this loop skips; an optimizer
+    with a zero_grad of its own gets that one."""
+    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
+        optimizer.zero_grad(set_to_none=True)
+        return
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
+
+
+_FAST_ADAM = hasattr(torch, "_fused_adam_")
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.step(), or for torch's own fused Adam its kernel called directly: the same `_foreach_add_` of the
+    step counts and `_fused_adam_` call with the same arguments as Adam.step makes, so the same numbers, without
+    the ~35-80 us of Python that Adam.step spends around its one kernel (hooks, grouping by device, argument
+    checks): ~2% of a small-batch PPO update. Whatever the shortcut does not cover takes optimizer.step(): another
+    optimizer, several parameter groups, a step hook, a patched step (an LR scheduler's), a parameter without a
+    gradient or without state yet (the first step), AMSGrad, maximize, decoupled weight decay (AdamW), a tensor
+    learning rate, complex parameters, sparse gradients, several devices or dtypes."""
+    global _FAST_ADAM
+    call = _fused_adam_args(optimizer) if _FAST_ADAM and type(optimizer) is torch.optim.Adam else None
+    if call is None:
+        optimizer.step()
+        return
+    params, grads, exp_avgs, exp_avg_sqs, steps, kwargs = call
+    with torch.no_grad():
+        torch._foreach_add_(steps, 1)
+        try:
+            torch._fused_adam_(params, grads, exp_avgs, exp_avg_sqs, [], steps, **kwargs)
+        except (TypeError, RuntimeError):  # a torch whose kernel takes other arguments: Adam.step from now on
+            torch._foreach_sub_(steps, 1)
+            _FAST_ADAM = False
+            optimizer.step()
+
+
+def _fused_adam_args(optimizer: torch.optim.Optimizer) -> tuple[Any, ...] | None:
+    """The lists and keywords of Adam.step's one fused kernel call, or None where optimizer_step's shortcut does not
+    apply."""
+    if ("step" in vars(optimizer) or optimizer._optimizer_step_pre_hooks or optimizer._optimizer_step_post_hooks
+            or _optim_globals._global_optimizer_pre_hooks or _optim_globals._global_optimizer_post_hooks
+            or len(optimizer.param_groups) != 1):
+        return None
+    group = optimizer.param_groups[0]
+    if (not group.get("fused") or group["amsgrad"] or group["maximize"] or group["differentiable"]
+            or group["capturable"] or group.get("decoupled_weight_decay") or isinstance(group["lr"], Tensor)):
+        return None
+    params = group["params"]
+    states = _param_states(optimizer, params)
+    if states is None:
+        return None
+    grads = [p.grad for p in params]
+    for g in grads:
+        if g is None or g.layout is not torch.strided:
+            return None
+    beta1, beta2 = group["betas"]
+    kwargs = dict(amsgrad=False, lr=group["lr"], beta1=float(beta1), beta2=float(beta2),
+                  weight_decay=group["weight_decay"], eps=group["eps"], maximize=False, grad_scale=None, found_inf=None)
+    return (params, grads, [st["exp_avg"] for st in states], [st["exp_avg_sq"] for st in states],
+            [st["step"] for st in states], kwargs)
+
+
+_STATES: weakref.WeakKeyDictionary[torch.optim.Optimizer, tuple[Any, ...]] = weakref.WeakKeyDictionary()
+
+
+def _param_states(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> list[dict[str, Any]] | None:
+    """Each parameter's state dict when every parameter has one and all are of one device and one real dtype (one
+    fused call takes them), else None. Kept per optimizer while its state, its parameter list and the parameters'
+    device and dtype stay the same objects (load_state_dict replaces the state; Module.to moves parameters in place):
+    looking a parameter up in the state hashes a tensor, a Python call each."""
+    if not params:
+        return None
+    first = params[0]
+    kind = (first.device, first.dtype)
+    kept = _STATES.get(optimizer)
+    if kept is not None and kept[0] is optimizer.state and kept[1] is params and kept[2] == kind:
+        return kept[3]
+    states = [optimizer.state.get(p) for p in params]
+    if not all(states) or any(p.device != kind[0] or p.dtype != kind[1] or p.is_complex() for p in params):
+        return None
+    _STATES[optimizer] = (optimizer.state, params, kind, states)
+    return states
 
 
 def grad_norm_metrics(

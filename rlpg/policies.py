@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Categorical, Distribution, Independent, Normal, constraints, kl
 from torch.distributions.utils import lazy_property
+from torch.nn.modules import module as _module_globals
 
 from rlpg.encoders import ImageEncoder, image_shape, to_float
 from rlpg.errors import ConfigError, UnsupportedSpaceError
@@ -107,16 +108,48 @@ class MLP(nn.Sequential):
     """
 
     def forward(self, x: Tensor) -> Tensor:
+        if not _hooks_or_tracing(self):
+            return self._direct(x)
+        m = _module_globals
+        hooked = bool(m._global_forward_hooks or m._global_forward_pre_hooks)  # a global hook sees every module
         prev: nn.Module | None = None
         for layer in self:
             graph = torch.is_grad_enabled() and x.requires_grad
-            if (isinstance(layer, Tanh) and isinstance(prev, nn.Linear) and not graph
+            if (isinstance(layer, Tanh) and isinstance(prev, nn.Linear) and not graph and not hooked
                     and not (prev._forward_hooks or layer._forward_hooks or layer._forward_pre_hooks)):
                 x = tanh(x, inplace=True)  # x: the Linear output just computed, referenced only here
             else:
                 x = layer(x)
             prev = layer
         return x
+
+    def _direct(self, x: Tensor) -> Tensor:
+        """forward with no hook to run: nn.Linear's and Tanh's own functions called directly rather than through
+        Module.__call__ (the same kernels; ~1.5 us less per layer, a few % of a small-batch PPO iteration)."""
+        after_linear = False
+        for layer in self._modules.values():
+            kind = type(layer)
+            if kind is nn.Linear:
+                x = nn.functional.linear(x, layer.weight, layer.bias)
+            elif kind is Tanh:  # in place only on the output of the Linear just above (created here, held only here)
+                x = tanh(x, inplace=after_linear)
+            else:
+                x = layer(x)
+            after_linear = kind is nn.Linear
+        return x
+
+
+def _hooks_or_tracing(seq: nn.Sequential) -> bool:
+    """Whether calling `seq`'s layers directly could skip something Module.__call__ would do: a hook on one of them
+    (or a global one), or a tracer (TorchScript, torch.compile / export) that records module calls."""
+    m = _module_globals
+    if (m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
+            or m._global_backward_pre_hooks or torch.jit.is_tracing() or _tracing()):
+        return True
+    for layer in seq._modules.values():
+        if layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks:
+            return True
+    return False
 
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -139,6 +172,13 @@ class GumbelCategorical(Categorical):
         logits = self.logits.expand(torch.Size(sample_shape) + self.logits.shape) if sample_shape else self.logits
         with torch.no_grad():
             return (logits - torch.empty_like(logits).exponential_().log_()).argmax(-1)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """Categorical.log_prob; one action per row (the actions of a batch) is gathered at once, without broadcasting
+        the actions against the logits first (two ops fewer forward and backward, the same numbers)."""
+        if value.shape != self._batch_shape or self._validate_args:
+            return super().log_prob(value)
+        return self.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)
 
     def sample_with_log_prob(self) -> tuple[Tensor, Tensor]:
         """(sample(), log_prob of it): the log-prob gathered at once, without Categorical.log_prob's broadcasting of

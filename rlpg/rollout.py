@@ -60,13 +60,23 @@ class Collector:
         b_done = torch.zeros((T, N), dtype=torch.bool, device=device)
         b_ret = torch.zeros((T, N), device=device)
         b_len = torch.zeros((T, N), device=device)
+        # each step's row views made once (one unbind per buffer rather than an indexing op per store and step)
+        obs_t, next_obs_t, logp_t, rewards_t, terminated_t, truncated_t, done_t, ret_t, len_t = (
+            x.unbind(0)
+            for x in (b_obs, b_next_obs, b_logp, b_rewards, b_terminated, b_truncated, b_done, b_ret, b_len))
+        actions_t: tuple[Tensor, ...] = ()
         for t in range(T):
             action, logp = sample_with_log_prob(self.policy.dist(obs))
             if b_actions is None:
                 b_actions = torch.empty((T, *action.shape), dtype=action.dtype, device=device)
-            b_obs[t], b_actions[t], b_logp[t] = obs, action, logp
+                actions_t = b_actions.unbind(0)
+            obs_t[t].copy_(obs)
+            actions_t[t].copy_(action)
+            logp_t[t].copy_(logp)
             obs, reward, terminated, truncated, info = self.env.step(action)
-            b_rewards[t], b_terminated[t], b_truncated[t] = reward, terminated, truncated
+            rewards_t[t].copy_(reward)
+            terminated_t[t].copy_(terminated)
+            truncated_t[t].copy_(truncated)
             if "final_obs" not in info:
                 # without it a truncated episode would silently bootstrap from the next episode's first observation
                 raise RLPGError(
@@ -74,11 +84,12 @@ class Collector:
                     "observation of each sub-env (the observation itself where the episode goes on), see "
                     "rlpg.types.VecEnv"
                 )
-            b_next_obs[t] = info["final_obs"]
+            next_obs_t[t].copy_(info["final_obs"])
             if "episode_return" in info:
                 # episode_done: the episodes the env scores (whole Atari games, not the learner's per-life ones)
-                b_done[t] = info.get("episode_done", terminated | truncated)
-                b_ret[t], b_len[t] = info["episode_return"], info["episode_length"]
+                done_t[t].copy_(info.get("episode_done", terminated | truncated))
+                ret_t[t].copy_(info["episode_return"])
+                len_t[t].copy_(info["episode_length"])
         self.obs = obs
         assert b_actions is not None
         done = b_done.float()

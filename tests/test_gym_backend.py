@@ -265,3 +265,35 @@ def test_the_infos_of_a_step_whose_reply_was_never_read_are_not_taken_for_the_ne
         assert infos == {0: {"steps": 1}, 1: {"steps": 2}}
     finally:
         env.close()
+
+
+class _BufferEnv(gym.Env):
+    """Returns one array it keeps writing into (as some envs do): step and reset both overwrite it."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def __init__(self):
+        self.buf = np.zeros(2, np.float32)
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.buf[:] = -1.0
+        return self.buf, {}
+
+    def step(self, action):
+        self.t += 1
+        self.buf[:] = self.t
+        return self.buf, 1.0, self.t == 3, False, {}
+
+
+def test_an_env_that_rewrites_its_observation_array_keeps_its_final_observation():
+    env = SameStepVecEnv([_BufferEnv, _BufferEnv])
+    env.reset(seed=0)
+    for t in (1, 2):
+        obs, final, *_ = env.step(np.zeros(2, dtype=np.int64))
+        assert (obs == t).all() and (final == t).all()
+    obs, final, _, terminated, _, _ = env.step(np.zeros(2, dtype=np.int64))
+    assert terminated.all() and (final == 3).all() and (obs == -1).all()  # the last observation, then the reset's

@@ -1,6 +1,7 @@
 """progress.csv: the event files' scalars, one row per step; a widening header; resumed runs drop what they redo."""
 
 import numpy as np
+import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import rlpg
@@ -95,3 +96,15 @@ def test_csv_writer_widens_the_header_and_merges_late_values_of_a_flushed_step(t
     CSVWriter(path, purge_step=20)
     assert [r["step"] for r in read_csv(path)[1]] == ["10"]
     assert not list(tmp_path.glob(".*.tmp"))  # atomic rewrites leave no temporary files
+
+
+def test_to_host_reads_every_kind_of_metric_as_its_float():
+    from rlpg.logger import to_host
+
+    per = torch.tensor([0.1, 2.5, -3.0], dtype=torch.float32)
+    metrics = {"view": per[1], "whole": torch.tensor(7.25, dtype=torch.float64), "one": torch.tensor([4]),
+               "flag": torch.tensor(True), "plain": 1.5, "int": 3}
+    host = to_host(metrics)
+    assert host == {"view": 2.5, "whole": 7.25, "one": 4.0, "flag": 1.0, "plain": 1.5, "int": 3.0}
+    assert host["view"] == float(per[1]) and all(type(v) is float for v in host.values())
+    assert to_host({"x": per[0]})["x"] == float(torch.tensor(0.1, dtype=torch.float32).double())

@@ -129,3 +129,96 @@ def test_meter_and_metric_names():
     assert set(m) == {"grad_norm/total", "grad_norm/a", "grad_norm/b"}
     assert m["grad_norm/total"].item() == 3.0 and m["grad_norm/b"].item() == 4.0
     assert grad_norm_metrics(["x"], torch.tensor(1.0), torch.tensor([1.0]))["grad_norm/x"].item() == 1.0
+
+
+def _twin_adams(**kw):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 2))
+    twin = nn.Sequential(nn.Linear(4, 32), nn.Tanh(), nn.Linear(32, 2))
+    twin.load_state_dict(net.state_dict())
+    return net, twin, make_optimizer("adam", net.parameters(), 1e-2, **kw), make_optimizer("adam", twin.parameters(),
+                                                                                           1e-2, **kw)
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_optimizer_step_is_adam_step_bit_for_bit(weight_decay):
+    """The direct fused-Adam call gives the parameters and state of torch's Adam.step, step for step, through learning
+    rate changes (first step included, where the shortcut leaves the state's creation to Adam.step)."""
+    from rlpg import optim
+
+    net, twin, opt, opt_twin = _twin_adams(weight_decay=weight_decay)
+    x = torch.randn(64, 4)
+    used = []
+    for i in range(30):
+        for model, o in ((net, opt), (twin, opt_twin)):
+            o.zero_grad()
+            (model(x) ** 2).mean().backward()
+            for g in o.param_groups:
+                g["lr"] = 1e-2 * (1 - i / 30)
+        used.append(optim._fused_adam_args(opt_twin) is not None)
+        opt.step()
+        optim.optimizer_step(opt_twin)
+    assert used[1:] == [opt.param_groups[0]["fused"]] * 29 and not used[0]
+    for a, b in zip(net.parameters(), twin.parameters(), strict=True):
+        assert torch.equal(a, b)
+    for a, b in zip(net.parameters(), twin.parameters(), strict=True):
+        for k in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(opt.state[a][k], opt_twin.state[b][k]), k
+
+
+def test_optimizer_step_leaves_hooks_and_other_settings_to_torch():
+    from rlpg import optim
+
+    net, _, opt, _ = _twin_adams()
+    x = torch.randn(8, 4)
+    (net(x) ** 2).mean().backward()
+    opt.step()  # the state exists from here on
+    assert optim._fused_adam_args(opt) is not None
+    calls = []
+    handle = opt.register_step_post_hook(lambda *a: calls.append(1))
+    assert optim._fused_adam_args(opt) is None
+    optim.optimizer_step(opt)
+    assert calls == [1]
+    handle.remove()
+    opt.param_groups[0]["amsgrad"] = True
+    assert optim._fused_adam_args(opt) is None
+    opt.param_groups[0]["amsgrad"] = False
+    next(net.parameters()).grad = None  # a parameter without a gradient: Adam.step skips it
+    assert optim._fused_adam_args(opt) is None
+    sgd = make_optimizer("sgd", net.parameters(), 0.1)  # not Adam: optimizer_step calls its step
+    before = [p.detach().clone() for p in net.parameters()]
+    (net(x) ** 2).mean().backward()
+    optim.optimizer_step(sgd)
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters(), strict=True))
+
+
+def test_zero_grad_clears_gradients_and_respects_an_optimizers_own():
+    from rlpg.optim import zero_grad
+
+    net, _, opt, _ = _twin_adams()
+    (net(torch.randn(8, 4)) ** 2).mean().backward()
+    zero_grad(opt)
+    assert all(p.grad is None for p in net.parameters())
+
+    class Counting(torch.optim.SGD):
+        calls = 0
+
+        def zero_grad(self, set_to_none=True):
+            Counting.calls += 1
+            super().zero_grad(set_to_none)
+
+    zero_grad(Counting(net.parameters(), lr=0.1))
+    assert Counting.calls == 1
+
+
+def test_a_finite_loss_and_norm_whose_sum_overflows_still_steps():
+    """The quick finiteness test sums the loss and the gradient norm; 2e38 + 2e38 overflows float32, which must fall
+    through to the exact test (both finite) rather than raise."""
+    p = nn.Parameter(torch.tensor([1.0]))
+    opt = make_optimizer("sgd", [p], 1e-40)
+    total, _ = step_with_clip(opt, (p * 2e38).sum(), [("p", p)])
+    assert math.isfinite(float(total)) and float(total) == pytest.approx(2e38)
+    before = p.detach().clone()
+    with pytest.raises(NonFiniteError, match="non-finite gradient"):  # sqrt at 0: loss 0, gradient inf
+        step_with_clip(opt, torch.sqrt(p - before).sum(), [("p", p)])
+    assert torch.equal(p.detach(), before)

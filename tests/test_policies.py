@@ -288,3 +288,61 @@ def test_sample_with_log_prob_is_sample_then_log_prob(shape):
     torch.manual_seed(5)
     expected = gauss.sample()
     assert torch.equal(action, expected) and torch.equal(logp, gauss.log_prob(expected))
+
+
+def test_mlp_calls_its_layers_directly_only_where_no_hook_or_tracer_could_tell(monkeypatch):
+    """Without hooks MLP runs nn.Linear's and Tanh's functions itself (not through Module.__call__): the same numbers
+    and gradients as the module calls; a hook on a layer, or a global one, sends it through the module calls."""
+    torch.manual_seed(0)
+    net = ActorCritic(BOX, gym.spaces.Discrete(2)).actor.net
+    x = torch.randn(64, BOX.shape[0])
+    direct = []
+    real = MLP._direct
+    monkeypatch.setattr(MLP, "_direct", lambda self, x: direct.append(1) or real(self, x))
+    out = net(x)
+    assert direct == [1]
+    out.square().sum().backward()
+    grads = [p.grad.clone() for p in net.parameters()]
+    net.zero_grad()
+    reference = nn.Sequential(*net)(x)  # the same layers called as modules
+    reference.square().sum().backward()
+    assert torch.equal(out, reference)
+    for g, p in zip(grads, net.parameters(), strict=True):
+        assert torch.equal(g, p.grad)
+    with torch.no_grad():
+        assert torch.equal(net(x), reference)
+    seen = []
+    handle = net[1].register_forward_hook(lambda m, i, o: seen.append(o.clone()))
+    direct.clear()
+    with torch.no_grad():
+        net(x)
+    assert direct == [] and len(seen) == 1
+    handle.remove()
+    handle = nn.modules.module.register_module_forward_hook(lambda m, i, o: seen.append(type(m)))
+    try:
+        with torch.no_grad():
+            net(x)
+    finally:
+        handle.remove()
+    assert direct == [] and nn.Linear in seen and Tanh in seen
+
+
+@pytest.mark.parametrize("batch", [(7,), (3, 5)])
+def test_gumbel_categorical_log_prob_is_categoricals_with_its_gradient(batch):
+    from torch.distributions import Categorical
+
+    from rlpg.policies import GumbelCategorical
+
+    torch.manual_seed(0)
+    raw = torch.randn(*batch, 4, requires_grad=True)
+    actions = torch.randint(0, 4, batch)
+    ours = GumbelCategorical(logits=raw, validate_args=False).log_prob(actions)
+    theirs = Categorical(logits=raw, validate_args=False).log_prob(actions)
+    assert torch.equal(ours, theirs)
+    g_ours, = torch.autograd.grad(ours.sum(), raw)
+    g_theirs, = torch.autograd.grad(theirs.sum(), raw)
+    assert torch.equal(g_ours, g_theirs)
+    # other shapes (one action for every row, sample shapes) still broadcast as Categorical does
+    one = torch.tensor(2)
+    assert torch.equal(GumbelCategorical(logits=raw, validate_args=False).log_prob(one),
+                       Categorical(logits=raw, validate_args=False).log_prob(one))

@@ -165,6 +165,38 @@ def test_a_non_finite_update_is_skipped_with_weights_and_optimizer_untouched(tmp
     assert [v for _, v in logged] == [0, 0, 1, 1, 1, 1, 1, 1]
 
 
+@pytest.mark.parametrize("target_kl", [None, 0.5])
+def test_a_non_finite_update_of_k_seeds_is_undone_with_every_optimizer_state(tmp_path, target_kl):
+    """K seeds in one batch: Adam over the stacked parameters, or with target_kl SeedAdam, which replaces its step
+    counts rather than updating them in place; undoing the third update must put those back too."""
+    from rlpg.seeds import SeedsTrainer
+
+    cfg, agent_cfg = resolve_configs("ppo", "CartPole-v1", dict(RUN, total_steps=2048, logdir=str(tmp_path),
+                                                                run_name="k", eval_interval=0, target_kl=target_kl))
+    trainer = SeedsTrainer(cfg, agent_cfg, [1, 2])
+    update, seen = trainer.agent.update, {}
+
+    def state():
+        return ([p.detach().clone() for p in trainer.policy.parameters()],
+                [t.clone() for _, t in checkpoint.tensors(trainer.agent.state_dict())])
+
+    def update_poisoned_once(batch, progress):
+        if trainer.iteration == 2:
+            seen["before"] = state()
+            update(batch, progress)
+            raise NonFiniteError("non-finite loss")
+        if trainer.iteration == 3:
+            seen["after"] = state()
+        return update(batch, progress)
+
+    trainer.agent.update = update_poisoned_once
+    assert trainer.run().skipped_updates == 1
+    for before, after in zip(seen["before"], seen["after"], strict=True):
+        assert len(before) == len(after) > 0
+        for a, b in zip(before, after, strict=True):
+            assert torch.equal(a, b)
+
+
 def test_non_finite_updates_in_a_row_stop_the_run_keeping_the_last_good_checkpoint(tmp_path):
     kw = dict(RUN, logdir=str(tmp_path), run_name="huge", env_id="RlpgTestHugeReward-v0", backend="gymnasium",
               normalize_obs=False, normalize_reward=False, max_skipped_updates=3, eval_interval=0)
