@@ -143,13 +143,13 @@ def _hooks_or_tracing(seq: nn.Sequential) -> bool:
     """Whether calling `seq`'s layers directly could skip something Module.__call__ would do: a hook on one of them
     (or a global one), or a tracer (TorchScript, torch.compile / export) that records module calls."""
     m = _module_globals
-    if (m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks
-            or m._global_backward_pre_hooks or torch.jit.is_tracing() or _tracing()):
+    if m._global_forward_hooks or m._global_forward_pre_hooks or m._global_backward_hooks \
+            or m._global_backward_pre_hooks:
         return True
     for layer in seq._modules.values():
         if layer._forward_hooks or layer._forward_pre_hooks or layer._backward_hooks or layer._backward_pre_hooks:
             return True
-    return False
+    return torch._C._get_tracing_state() is not None or _tracing()  # TorchScript's tracer; torch.compile / export
 
 
 ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
@@ -375,7 +375,8 @@ class ActorCritic(nn.Module):
         if isinstance(self.obs_space, gym.spaces.Discrete):
             index = obs.long().reshape(-1) - int(self.obs_space.start)  # Discrete(n, start) holds start .. start+n-1
             return nn.functional.one_hot(index, int(self.obs_space.n)).to(dtype)
-        return obs.reshape(obs.shape[0], -1).to(dtype)
+        flat = obs if obs.dim() == 2 else obs.reshape(obs.shape[0], -1)
+        return flat if flat.dtype == dtype else flat.to(dtype)  # (skipping no-op calls: ~3 us a rollout step)
 
     def dist(self, obs: Tensor) -> Distribution:
         return self.actor(self.preprocess(obs))

@@ -336,13 +336,15 @@ def test_gumbel_categorical_log_prob_is_categoricals_with_its_gradient(batch):
     torch.manual_seed(0)
     raw = torch.randn(*batch, 4, requires_grad=True)
     actions = torch.randint(0, 4, batch)
-    ours = GumbelCategorical(logits=raw, validate_args=False).log_prob(actions)
-    theirs = Categorical(logits=raw, validate_args=False).log_prob(actions)
+    d = GumbelCategorical(logits=raw, validate_args=False)
+    ours = d.log_prob(actions)
+    theirs = Categorical.log_prob(d, actions)  # torch's broadcasting gather on the same normalised logits
     assert torch.equal(ours, theirs)
-    g_ours, = torch.autograd.grad(ours.sum(), raw)
+    g_ours, = torch.autograd.grad(ours.sum(), raw, retain_graph=True)
     g_theirs, = torch.autograd.grad(theirs.sum(), raw)
     assert torch.equal(g_ours, g_theirs)
+    reference = Categorical(logits=raw, validate_args=False)  # torch's own, from the raw logits
+    assert torch.equal(ours, reference.log_prob(actions))
     # other shapes (one action for every row, sample shapes) still broadcast as Categorical does
     one = torch.tensor(2)
-    assert torch.equal(GumbelCategorical(logits=raw, validate_args=False).log_prob(one),
-                       Categorical(logits=raw, validate_args=False).log_prob(one))
+    assert torch.equal(d.log_prob(one), Categorical.log_prob(d, one))
