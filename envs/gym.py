@@ -227,6 +227,9 @@ def _signal(ctrl: np.ndarray, sleeps: int, sem: Any) -> None:
         sem.release()
 
 
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
+
+
 class SplitVecEnv:
     """SameStepVecEnv with the sub-envs split into `groups` contiguous groups stepped at the same time: the first in
     this process, each other one in a worker process of its own (one per core, rather than Gymnasium's
@@ -471,7 +474,8 @@ class GymVecEnv:
         taken as it is, without a copy."""
         t = torch.from_numpy(x)
         if dtype is not None and t.dtype != dtype:
-            t = t.to(dtype)
+            # numpy's cast (the same IEEE rounding as torch's), ~2 us cheaper than a torch op on a small array
+            t = torch.from_numpy(x.astype(_NUMPY_DTYPES[dtype])) if dtype in _NUMPY_DTYPES else t.to(dtype)
         return t if self._cpu else t.to(self.device, non_blocking=True)
 
     def reset(self, seed: int | None = None) -> tuple[Tensor, dict[str, Any]]:
@@ -481,7 +485,7 @@ class GymVecEnv:
         return self._obs(obs), {}
 
     def step(self, actions: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, dict[str, Any]]:
-        a = actions.detach().cpu().numpy()
+        a = (actions if actions.device.type == "cpu" and not actions.requires_grad else actions.detach().cpu()).numpy()
         if self._low is not None:
             a = np.clip(a, self._low, self._high)
         elif self._action_start is not None:
