@@ -291,7 +291,7 @@ def _fused_adam_args(optimizer: torch.optim.Optimizer) -> tuple[Any, ...] | None
             or group["capturable"] or group.get("decoupled_weight_decay") or isinstance(group["lr"], Tensor)):
         return None
     params = group["params"]
-    states = _param_states(optimizer, params)
+    states = param_states(optimizer, params)
     if states is None:
         return None
     grads = [p.grad for p in params]
@@ -308,7 +308,7 @@ def _fused_adam_args(optimizer: torch.optim.Optimizer) -> tuple[Any, ...] | None
 _STATES: weakref.WeakKeyDictionary[torch.optim.Optimizer, tuple[Any, ...]] = weakref.WeakKeyDictionary()
 
 
-def _param_states(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> list[dict[str, Any]] | None:
+def param_states(optimizer: torch.optim.Optimizer, params: list[Tensor]) -> list[dict[str, Any]] | None:
     """Each parameter's state dict when every parameter has one and all are of one device and one real dtype (one
     fused call takes them), else None. Kept per optimizer while its state, its parameter list and the parameters'
     device and dtype stay the same objects (load_state_dict replaces the state; Module.to moves parameters in place):

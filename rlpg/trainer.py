@@ -41,6 +41,7 @@ from rlpg.envs import (
 )
 from rlpg.errors import CheckpointError, ConfigError, NonFiniteError, StopNow
 from rlpg.logger import Logger, purge_events, to_host
+from rlpg.optim import param_states
 from rlpg.policies import ActorCritic, freeze
 from rlpg.rollout import Collector, evaluate, rollout_bytes
 from rlpg.runs import (
@@ -177,6 +178,7 @@ class UndoPoint:
 
     def __init__(self) -> None:
         self._saved: list[torch.Tensor] = []
+        self._live: list[torch.Tensor] = []
         self._dicts: tuple[dict[str, Any], dict[str, Any]] | None = None
 
     @staticmethod
@@ -189,13 +191,23 @@ class UndoPoint:
             return None
         live = [*policy.parameters(), *policy.buffers()]
         for optimizer in agent.optimizers.values():
-            state = optimizer.state
             for group in optimizer.param_groups:
-                for p in group["params"]:
-                    if not state.get(p):
+                # the per-parameter state dicts as kept by rlpg.optim (looking each up hashes a tensor in Python)
+                states = param_states(optimizer, group["params"]) if len(optimizer.param_groups) == 1 else None
+                if states is None:
+                    states = [optimizer.state.get(p) for p in group["params"]]
+                    if not all(states):
                         return None
-                    live += [v for v in state[p].values() if isinstance(v, torch.Tensor)]
+                for st in states:
+                    live += [v for v in st.values() if isinstance(v, torch.Tensor)]
         return live
+
+    def _same(self, live: list[torch.Tensor]) -> bool:
+        """Whether `live` holds what the buffers were made for: the same tensor objects as last time (the common
+        case, checked by identity), or tensors of the same layouts."""
+        if len(live) == len(self._live) and all(a is b for a, b in zip(live, self._live, strict=True)):
+            return True
+        return self._matches(live)
 
     def _matches(self, live: list[torch.Tensor]) -> bool:
         return len(live) == len(self._saved) and all(
@@ -214,13 +226,14 @@ class UndoPoint:
     def take(self, policy: torch.nn.Module, agent: Any) -> None:
         live = self._tensors(policy, agent)
         if live is None:
-            self._saved = []
+            self._saved = self._live = []
             self._dicts = (_clone(policy.state_dict()), _clone(agent.state_dict()))
-        elif self._dicts is None and self._matches(live):
+        elif self._dicts is None and self._same(live):
             self._copy(self._saved, live)
         else:
             self._dicts = None
             self._saved = [t.detach().clone() for t in live]
+        self._live = live
 
     def restore(self, policy: torch.nn.Module, agent: Any) -> None:
         if self._dicts is not None:
