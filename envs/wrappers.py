@@ -8,13 +8,13 @@ resumed run needs to continue exactly (see rlpg.trainer).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from rlpg.errors import CheckpointError, NonFiniteError
+from rlpg.optim import surely_finite
 
 
 class VecEnvWrapper:
@@ -104,7 +104,8 @@ class CheckFinite(VecEnvWrapper):
         obs, reward, terminated, truncated, info = self.env.step(actions)
         self._steps += 1
         final = info.get("final_obs")
-        if self._immediate and _surely_finite(obs, reward, final):
+        # the CPU's quick test (~5 us against ~40 for the per-row one at 64 envs); on False the per-row test decides
+        if self._immediate and surely_finite(obs, reward, final):
             return obs, reward, terminated, truncated, info
         bad_final = self._bad_rows(final) if final is not None else torch.zeros_like(terminated)
         bad_reward = ~torch.isfinite(reward) if reward.is_floating_point() else torch.zeros_like(terminated)
@@ -116,17 +117,6 @@ class CheckFinite(VecEnvWrapper):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._steps = int(state["steps"])
-
-
-def _surely_finite(*xs: Tensor | None) -> bool:
-    """True only if every float tensor given is free of NaN and infinity (the CPU's quick test, ~5 us against ~40 for
-    CheckFinite's per-row one at 64 envs): the sum of a tensor holding a NaN or an infinity is not finite. False may
-    also mean a finite sum that overflowed; the per-row test then decides."""
-    total = 0.0
-    for x in xs:
-        if x is not None and x.is_floating_point():
-            total += x.sum().item()
-    return math.isfinite(total)
 
 
 class RunningMeanStd:

@@ -171,12 +171,17 @@ def clip_per_seed(grads: Sequence[Tensor], total: Tensor, max_norm: float) -> No
         g.mul_(coef.reshape(-1, *([1] * (g.dim() - 1))))
 
 
-def _surely_finite(total: Tensor, loss: Tensor) -> bool:
-    """True when the sum of the norms and losses is finite, which proves each finite (a NaN or inf in any makes the
-    sum NaN or inf). Two ops and one host read where torch.isfinite on both is ten; a non-finite sum of finite values
-    (an overflow) is False here and left to the exact check."""
-    s = total + loss if total.dim() == 0 else (total + loss).sum()
-    return math.isfinite(s.item())
+def surely_finite(*xs: Tensor | None) -> bool:
+    """True only if every float tensor given (None and other dtypes are passed over) is free of NaN and infinity:
+    their sum is read once, and a NaN or inf anywhere makes it non-finite. A few ops and one host read, where
+    torch.isfinite is several per tensor; False may also mean a finite sum that overflowed, which the caller's exact
+    test then decides (step_with_clip's loss and gradient norm, CheckFinite's observations and rewards)."""
+    total: Tensor | None = None
+    for x in xs:
+        if x is not None and x.is_floating_point():
+            part = x if x.dim() == 0 else x.sum()
+            total = part if total is None else total + part
+    return total is None or math.isfinite(total.item())
 
 
 def step_with_clip(
@@ -214,7 +219,7 @@ def step_with_clip(
     norms = seed_grad_norms if per_seed else grad_norms
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for _, p in params]
     total, per = norms(grads, norm_type)
-    if check_finite and not _surely_finite(total, loss_value):
+    if check_finite and not surely_finite(total, loss_value):
         finite = torch.isfinite(total) & torch.isfinite(loss_value)
         if not bool(finite.all()):
             optimizer.zero_grad(set_to_none=True)

@@ -180,12 +180,6 @@ class GumbelCategorical(Categorical):
             return super().log_prob(value)
         return self.logits.gather(-1, value.long().unsqueeze(-1)).squeeze(-1)
 
-    def sample_with_log_prob(self) -> tuple[Tensor, Tensor]:
-        """(sample(), log_prob of it): the log-prob gathered at once, without Categorical.log_prob's broadcasting of
-        the actions against the logits (about half of the two calls' cost on a rollout step's small CPU batch)."""
-        action = self.sample()
-        return action, self.logits.gather(-1, action.unsqueeze(-1)).squeeze(-1)
-
     @lazy_property
     def probs(self) -> Tensor:
         """exp of the normalised logits: Categorical takes softmax(logits), whose CPU kernel works row by row and costs
@@ -195,9 +189,8 @@ class GumbelCategorical(Categorical):
 
 
 def sample_with_log_prob(dist: Distribution) -> tuple[Tensor, Tensor]:
-    """An action drawn from `dist` and its log-probability (GumbelCategorical's in one pass)."""
-    if type(dist) is GumbelCategorical:
-        return dist.sample_with_log_prob()
+    """An action drawn from `dist` and its log-probability (a GumbelCategorical's gathered at once, see its
+    log_prob)."""
     action = dist.sample()
     return action, dist.log_prob(action)
 
