@@ -102,6 +102,9 @@ def _torch_threads():
 
 
 def pytest_collection_modifyitems(config, items):
+    # the learning runs (marked slow, ~1-2 min each) first: pytest-xdist then hands out the short tests as workers
+    # free up, rather than leaving one worker alone on a long run at the end
+    items.sort(key=lambda item: "slow" not in item.keywords)
     if not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA device")
         for item in items:
