@@ -247,10 +247,16 @@ def test_a_second_signal_mid_update_stops_at_once_and_keeps_the_last_consistent_
         return update(batch, progress)
 
     trainer.agent.update = update_interrupted
-    result = trainer.run()
+    # Python's own Ctrl-C handler during the run, whatever this process inherited (a shell starts background jobs
+    # with SIGINT ignored): the run must give back exactly the handler it found
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = trainer.run()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    finally:
+        signal.signal(signal.SIGINT, inherited)
     assert result.interrupted and result.signal == signal.SIGINT
     assert result.saved_step == 3 * 512  # the periodic last.pt before the half-done iteration is what remains
     assert checkpoint.load(result.run_dir / "last.pt")["global_step"] == 3 * 512
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     resumed = rlpg.train(resume=result.run_dir)
     assert resumed.global_step == 4096
