@@ -227,9 +227,6 @@ def _signal(ctrl: np.ndarray, sleeps: int, sem: Any) -> None:
         sem.release()
 
 
-_NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
-
-
 class SplitVecEnv:
     """SameStepVecEnv with the sub-envs split into `groups` contiguous groups stepped at the same time: the first in
     this process, each other one in a worker process of its own (one per core, rather than Gymnasium's
@@ -417,6 +414,10 @@ def _worker(conn: Any, fns: Any, lo: int, hi: int, shm: dict[str, Any], w: int, 
             conn.send((message[0], (seen, message[1])))
         if cmd == _CLOSE:
             return
+
+
+# the casts GymVecEnv makes in numpy (see _tensor)
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.bool: np.bool_}
 
 
 class GymVecEnv:

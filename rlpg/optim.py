@@ -222,7 +222,7 @@ def step_with_clip(
     if check_finite and not surely_finite(total, loss_value):
         finite = torch.isfinite(total) & torch.isfinite(loss_value)
         if not bool(finite.all()):
-            optimizer.zero_grad(set_to_none=True)
+            zero_grad(optimizer)
             k = int((~finite).nonzero()[0, 0]) if per_seed else None  # the first seed at fault
             lv, tv = (loss_value, total) if k is None else (loss_value[k], total[k])
             bad = "loss" if not torch.isfinite(lv) else "gradient"

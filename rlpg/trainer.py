@@ -41,7 +41,7 @@ from rlpg.envs import (
 )
 from rlpg.errors import CheckpointError, ConfigError, NonFiniteError, StopNow
 from rlpg.logger import Logger, purge_events, to_host
-from rlpg.optim import param_states
+from rlpg.optim import param_states, surely_finite
 from rlpg.policies import ActorCritic, freeze
 from rlpg.rollout import Collector, evaluate, rollout_bytes
 from rlpg.runs import (
@@ -159,9 +159,7 @@ def all_finite(tensors: list[torch.Tensor]) -> bool:
     """Whether every element of `tensors` is finite: one norm per tensor and one host read, as a NaN or inf makes its
     tensor's norm NaN or inf; only when some norm is not finite (possibly an overflow of finite values) is each tensor
     checked element by element."""
-    if not tensors:
-        return True
-    if math.isfinite(torch.stack(torch._foreach_norm([t.detach() for t in tensors])).sum().item()):
+    if not tensors or surely_finite(torch.stack(torch._foreach_norm([t.detach() for t in tensors]))):
         return True
     return all(bool(torch.isfinite(t).all()) for t in tensors)
 

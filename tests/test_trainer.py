@@ -255,3 +255,18 @@ def test_the_start_line_says_which_preset_and_backend_apply(capsys, tmp_path):
     assert "(torch backend, no preset: defaults, observation and reward normalisation on, 2 envs" in out
     assert main(["train", "--env", "MountainCarContinuous-v0", "--num-envs", "2", "--num-steps", "128", *flags]) == 0
     assert "(torch backend, preset ppo/MountainCarContinuous-v0, 2 envs" in capsys.readouterr().out
+
+
+def test_all_finite_tells_nan_and_inf_weights_and_passes_an_overflowing_norm():
+    """The check after each update (a non-finite weight undoes it): its quick norm test and, where a norm is not
+    finite, the exact element test."""
+    from rlpg.trainer import all_finite
+
+    ok = [torch.randn(3, 4), torch.randn(5)]
+    assert all_finite(ok) and all_finite([])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        poisoned = [ok[0], ok[1].clone()]
+        poisoned[1][2] = bad
+        assert not all_finite(poisoned)
+    huge = [torch.full((4,), 3e38), torch.ones(2)]  # finite, but its norm overflows float32
+    assert not torch.isfinite(torch.linalg.vector_norm(huge[0])) and all_finite(huge)
